@@ -1,0 +1,144 @@
+"""`domainft` command line: the only reader of argv. Heavy layers are imported lazily."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from domainft.config import ConfigError, dump_yaml, load_config
+from domainft.errors import UserError
+
+
+def _env_defaults() -> None:
+    # Offline by default: a hub name still works when HF_HUB_OFFLINE=0 is set by the user.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # torch missing or broken: let later imports raise the real error
+        return False
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-5 train.epochs=2")
+
+
+def cmd_validate(a) -> int:
+    cfg = load_config(a.config, a.overrides)
+    print(dump_yaml(cfg), end="")
+    print("# valid", file=sys.stderr)
+    return 0
+
+
+def cmd_prepare(a) -> int:
+    cfg = load_config(a.config, a.overrides)
+    from domainft.distributed.datasets import run_prepare
+
+    run_prepare(cfg, force=True)
+    return 0
+
+
+def cmd_augment(a) -> int:
+    cfg = load_config(a.config, a.overrides)
+    from domainft.distributed.augment import run_augment
+
+    run_augment(cfg)
+    return 0
+
+
+def cmd_train(a) -> int:
+    cfg = load_config(a.config, a.overrides)
+    if cfg.augment.ab:
+        from domainft.distributed.ab import run_ab
+
+        run_ab(cfg)
+        return 0
+    from domainft.distributed.trainer import run_train
+
+    run_train(cfg)
+    return 0
+
+
+def cmd_plan(a) -> int:
+    cfg = load_config(a.config, a.overrides)
+    from domainft.planning import format_plan, make_plan
+
+    plan = make_plan(cfg, num_gpus=a.gpus)
+    print(json.dumps(plan, indent=2) if a.json else format_plan(plan))
+    return 0
+
+
+def cmd_tune(a) -> int:
+    from domainft.distributed.tuning import run_tune
+
+    run_tune(a.config, a.overrides)
+    return 0
+
+
+def cmd_k8s_validate(a) -> int:
+    from domainft.deploy.k8s import format_findings, validate_tree
+
+    findings = validate_tree(a.path)
+    print(format_findings(findings))
+    return 1 if findings else 0
+
+
+def cmd_setup_wordnet(a) -> int:
+    from domainft.data.augment.wordnet_setup import build_wordnet
+
+    print(f"WordNet ready in {build_wordnet(a.dest)} (add it to NLTK_DATA or DOMAINFT_NLTK_DATA if not default)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="domainft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (
+        ("validate", cmd_validate, "validate a config and print it resolved"),
+        ("prepare", cmd_prepare, "read, clean, balance, split, augment and tokenize the corpus (Ray Data)"),
+        ("augment", cmd_augment, "run only the augmentation of the train split and write it"),
+        ("train", cmd_train, "prepare if needed, then fine-tune on Ray Train + DeepSpeed"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        _config_args(p)
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("plan", help="parameter groups, LRs, unfreezing timeline, DeepSpeed config, memory (no Ray)")
+    _config_args(p)
+    p.add_argument("--gpus", type=int, default=None, help="GPUs for the memory estimate (default scaling.num_workers)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(fn=cmd_plan)
+    p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
+    p.add_argument("config", help="sweep YAML")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")
+    p.set_defaults(fn=cmd_tune)
+    p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
+    p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
+    p.set_defaults(fn=cmd_k8s_validate)
+    p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
+    p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
+    p.set_defaults(fn=cmd_setup_wordnet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _env_defaults()
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+if __name__ == "__main__":
+    sys.exit(main())

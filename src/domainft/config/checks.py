@@ -1,0 +1,120 @@
+"""Cross-field and file checks. Each returns a list of problems (dotted key: message)."""
+from __future__ import annotations
+
+import glob
+import os
+
+from domainft.config.schema import Config
+
+# DeepSpeed keys that would break what domainft guarantees (see README, "DeepSpeed overrides").
+FORBIDDEN_DS_KEYS = {
+    "scheduler": "a DeepSpeed scheduler block sets one LR for every group and flattens layer-wise LR "
+                 "(DeepSpeed issue 7713); use optim.schedule",
+    "optimizer": "a DeepSpeed optimizer block replaces the per-layer parameter groups (and compiles FusedAdam); "
+                 "use optim.*",
+    "train_batch_size": "derived from train.batch_size x train.grad_accum x scaling.num_workers",
+    "train_micro_batch_size_per_gpu": "use train.batch_size",
+    "gradient_accumulation_steps": "use train.grad_accum",
+    "gradient_clipping": "use train.max_grad_norm",
+    "fp16": "use train.precision",
+    "bf16": "use train.precision",
+    "zero_optimization.stage": "use deepspeed.zero_stage",
+}
+
+
+def _flat_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, dict):
+            out.extend(_flat_keys(v, key + "."))
+    return out
+
+
+def cross_field_problems(cfg: Config) -> list[str]:
+    p: list[str] = []
+    t, ds, sc, uf, op = cfg.train, cfg.deepspeed, cfg.scaling, cfg.unfreeze, cfg.optim
+    if t.precision == "fp16" and not sc.use_gpu:
+        p.append("train.precision: fp16 needs a GPU (scaling.use_gpu: true); use bf16 or fp32 on CPU")
+    if ds.offload_optimizer and ds.zero_stage == 0:
+        p.append("deepspeed.offload_optimizer: needs deepspeed.zero_stage >= 1")
+    if ds.offload_params and ds.zero_stage != 3:
+        p.append("deepspeed.offload_params: needs deepspeed.zero_stage: 3")
+    for key in _flat_keys(ds.overrides):
+        if key in FORBIDDEN_DS_KEYS:
+            p.append(f"deepspeed.overrides.{key}: not allowed: {FORBIDDEN_DS_KEYS[key]}")
+    if uf.every_steps is not None and "every_epochs" in uf.model_fields_set and uf.every_epochs != 0:
+        p.append("unfreeze.every_steps: set either every_steps or every_epochs, not both")
+    if uf.train_top_fraction is not None and gradual(cfg):
+        p.append("unfreeze.train_top_fraction: fixed partial training excludes gradual unfreezing; "
+                 "set unfreeze.every_epochs: 0")
+    if op.layer_lrs is not None and any(lr <= 0 for lr in op.layer_lrs):
+        p.append("optim.layer_lrs: every LR must be > 0")
+    if op.betas and not all(0.0 <= b < 1.0 for b in op.betas):
+        p.append("optim.betas: each beta must be in [0, 1)")
+    if cfg.data.eval is not None and "eval_fraction" in cfg.data.model_fields_set:
+        p.append("data.eval_fraction: ignored when data.eval is given; remove one of them")
+    if cfg.data.labels is not None:
+        if len(cfg.data.labels) < 2:
+            p.append("data.labels: need at least 2 labels")
+        if len(set(cfg.data.labels)) != len(cfg.data.labels):
+            p.append("data.labels: duplicate labels")
+        if any(not str(lab).strip() for lab in cfg.data.labels):
+            p.append("data.labels: empty label")
+    if cfg.data.text_column == cfg.data.label_column:
+        p.append("data.label_column: must differ from data.text_column")
+    try:
+        "x".encode(cfg.data.encoding)
+    except LookupError:
+        p.append(f"data.encoding: unknown encoding {cfg.data.encoding!r}")
+    bt = cfg.augment.backtranslation
+    if cfg.augment.enabled and cfg.augment.ops.backtranslate > 0 and bt.backend == "marian":
+        if not bt.forward or not bt.backward:
+            p.append("augment.backtranslation: backend marian needs both `forward` and `backward` models")
+    if cfg.augment.ab and not cfg.augment.enabled:
+        p.append("augment.ab: needs augment.enabled: true")
+    return p
+
+
+def gradual(cfg: Config) -> bool:
+    """True when layers thaw during training (rather than all trainable from the start)."""
+    uf = cfg.unfreeze
+    return uf.every_steps is not None or uf.every_epochs > 0
+
+
+def _local_exists(pattern: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return bool(glob.glob(pattern, recursive=True))
+    return os.path.exists(pattern)
+
+
+def path_problems(raw: dict) -> list[str]:
+    """Files the run needs must exist (local paths only; URIs are checked when read).
+
+    Works on the raw dict so that missing files are reported even when other keys fail to validate.
+    """
+    def get(dotted: str):
+        node = raw
+        for part in dotted.split("."):
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part)
+        return node if isinstance(node, str) and node else None
+
+    p: list[str] = []
+    for key in ("data.train", "data.eval", "augment.protected_terms"):
+        value = get(key)
+        if value and "://" not in value and not _local_exists(os.path.expanduser(value)):
+            p.append(f"{key}: no such file, folder or glob match: {value}")
+    name = get("model.name_or_path")
+    if name and name.startswith(("/", ".", "~")) or (name and os.sep in name and os.path.exists(name.split(os.sep)[0])
+                                                       and not os.path.isdir(name)):
+        path = os.path.expanduser(name)
+        if not os.path.isdir(path):
+            p.append(f"model.name_or_path: no such model folder: {name}")
+        elif not os.path.isfile(os.path.join(path, "config.json")):
+            p.append(f"model.name_or_path: {name} has no config.json (not a Hugging Face model folder)")
+    elif name and os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        p.append(f"model.name_or_path: {name} has no config.json (not a Hugging Face model folder)")
+    return p

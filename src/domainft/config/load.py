@@ -1,0 +1,162 @@
+"""Load YAML + dotted overrides and validate once, reporting every problem together."""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from domainft.config.checks import cross_field_problems, path_problems
+from domainft.config.schema import Config
+
+
+class ConfigError(ValueError):
+    """All problems found in a configuration, one per line, each with its dotted key."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`optim.lr=3e-5` -> ("optim.lr", 3e-5). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError([f"override {text!r}: expected KEY=VALUE, e.g. optim.lr=3e-5"], "overrides")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"override {text!r}: empty key"], "overrides")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError([f"override {key}: value {raw!r} is not valid YAML ({e.problem})"], "overrides")
+    # YAML 1.1 reads 3e-5 as a string; users mean a number.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, value = parse_override(item)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, path + "."))
+    return keys
+
+
+def _format_pydantic(err: ValidationError) -> list[str]:
+    known = _known_keys(Config)
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc, known, n=1, cutoff=0.6)
+            if not close:  # match on the last segment within the same section
+                parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
+                siblings = [k for k in known if k.startswith(parent) and k.count(".") == loc.count(".")]
+                close = difflib.get_close_matches(loc, siblings, n=1, cutoff=0.4)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{loc}: unknown key{hint}")
+        elif e["type"] == "missing":
+            problems.append(f"{loc}: required key is missing")
+        else:
+            given = e.get("input")
+            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
+            problems.append(f"{loc}: {e['msg']}{shown}")
+    return problems
+
+
+def _absolutize(cfg: Config) -> Config:
+    """Local paths become absolute so that they mean the same on Ray workers (whose cwd may differ)."""
+
+    def fix(p: Optional[str]) -> Optional[str]:
+        if p is None or "://" in p:
+            return p
+        q = Path(os.path.expanduser(p))
+        return str(q if q.is_absolute() else (Path.cwd() / q))
+
+    cfg.output_dir = fix(cfg.output_dir)
+    cfg.data.train = fix(cfg.data.train)
+    cfg.data.eval = fix(cfg.data.eval)
+    if looks_local(cfg.model.name_or_path):
+        cfg.model.name_or_path = fix(cfg.model.name_or_path)
+    cfg.augment.protected_terms = fix(cfg.augment.protected_terms)
+    bt = cfg.augment.backtranslation
+    for attr in ("forward", "backward"):
+        value = getattr(bt, attr)
+        if value is not None and looks_local(value):
+            setattr(bt, attr, fix(value))
+    cfg.run.storage_path = fix(cfg.run.storage_path)
+    return cfg
+
+
+def looks_local(name_or_path: str) -> bool:
+    """A hub name is `org/name` or `name`; a path starts with / . ~ or exists."""
+    return name_or_path.startswith(("/", ".", "~")) or os.path.exists(name_or_path)
+
+
+def validate_dict(raw: Any, source: str = "config", check_paths: bool = True) -> Config:
+    """Validate a plain dict (from YAML, a Tune sample or the Ray boundary). Raises ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError([f"top level must be a mapping, got {type(raw).__name__}"], source)
+    file_problems = path_problems(raw) if check_paths else []
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_pydantic(e) + file_problems, source) from None
+    problems = cross_field_problems(cfg) + file_problems
+    if problems:
+        raise ConfigError(problems, source)
+    return _absolutize(cfg) if check_paths else cfg
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), check_paths: bool = True) -> Config:
+    """Read a YAML file, apply `key=value` overrides, validate. Raises ConfigError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file not found: {path}"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(e, 'problem', e)}"], str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"not UTF-8 text: {e}"], str(path)) from None
+    raw = apply_overrides(raw, overrides)
+    return validate_dict(raw, source=str(path), check_paths=check_paths)
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain JSON-able dict: what crosses the Ray boundary and what `validate` prints."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

