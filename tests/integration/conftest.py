@@ -25,3 +25,48 @@ def ray_cluster():
                      "DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE") if k in os.environ}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_path):
+    """A 4-layer BERT (random weights, saved as safetensors) with the real MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=3)
+    BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def token_splits():
+    return write_token_splits
+
+
+def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0):
+    """Prepared-split Parquet (input_ids, label) for an easy task: a class marker token fills half the row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("eval", n_eval)):
+        labels = rng.integers(0, num_classes, n)
+        rows = []
+        for lab in labels:
+            length = int(rng.integers(12, 40))
+            ids = rng.integers(1000, 2000, length)
+            ids[rng.random(length) < 0.5] = 2000 + lab
+            rows.append([101] + ids.tolist() + [102])
+        d = root / split
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "label": labels.astype("int64")}),
+                       d / "part-0.parquet")
+        out[f"{split}_dir"], out[f"{split}_rows"] = str(d), n
+    out["label_names"] = [f"class_{i}" for i in range(num_classes)]
+    return out

@@ -1,0 +1,33 @@
+"""Dynamic padding: each batch is padded to its own longest row, not to max_length."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+
+def pad_batch(batch: Mapping[str, np.ndarray], pad_id: int = 0, pad_to_multiple_of: int = 8) -> dict[str, torch.Tensor]:
+    """Turn a Ray Data / Arrow batch (`input_ids` as ragged arrays, `label` ints) into model inputs.
+
+    Args:
+        batch: `input_ids` (object array of int arrays, or a 2-D int array) and `label`.
+        pad_id: the tokenizer's pad token id.
+        pad_to_multiple_of: round the length up (tensor-core friendly on GPUs; harmless on CPU).
+    Returns:
+        input_ids, attention_mask (int64 [B, T]) and labels (int64 [B]).
+    """
+    rows = [np.asarray(r, dtype=np.int64) for r in batch["input_ids"]]
+    longest = max((len(r) for r in rows), default=1)
+    if pad_to_multiple_of > 1:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.as_tensor(np.asarray(batch["label"], dtype=np.int64)),
+    }

@@ -1,0 +1,135 @@
+"""The hot loop, identical for DeepSpeed's engine and a plain-PyTorch engine (the benchmark baseline).
+
+The Engine protocol is the subset of DeepSpeed's engine we use: call (forward), `backward`, `step`
+and `global_steps`. Nothing here knows about Ray or DeepSpeed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+
+import torch
+import torch.distributed as dist
+
+
+class Engine(Protocol):
+    global_steps: int
+
+    def __call__(self, **batch: torch.Tensor) -> Any: ...
+
+    def backward(self, loss: torch.Tensor) -> Any: ...
+
+    def step(self) -> Any: ...
+
+
+class TorchEngine:
+    """Plain PyTorch with DeepSpeed's engine interface: accumulation, clipping, optimizer + scheduler step."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 lr_scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+                 grad_accum: int = 1, max_grad_norm: float = 0.0, autocast_dtype: Optional[torch.dtype] = None):
+        self.module, self.optimizer, self.lr_scheduler = model, optimizer, lr_scheduler
+        self.grad_accum, self.max_grad_norm, self.autocast_dtype = grad_accum, max_grad_norm, autocast_dtype
+        self.micro_steps = 0
+        self.global_steps = 0
+
+    def __call__(self, **batch: torch.Tensor) -> Any:
+        if self.autocast_dtype is None:
+            return self.module(**batch)
+        device_type = next(self.module.parameters()).device.type
+        with torch.autocast(device_type=device_type, dtype=self.autocast_dtype):
+            return self.module(**batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+        self.micro_steps += 1
+
+    def step(self) -> None:
+        if self.micro_steps % self.grad_accum:
+            return
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_steps += 1
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+
+def train_epoch(
+    engine: Engine,
+    batches: Iterable[dict[str, torch.Tensor]],
+    num_micro_batches: int,
+    device: torch.device,
+    on_step: Callable[[int, torch.Tensor], None] = lambda step, loss: None,
+) -> dict[str, float]:
+    """Run exactly `num_micro_batches` micro batches (every rank the same count, or collectives hang).
+
+    `on_step(global_step, loss)` runs after each optimizer step: unfreezing, LR logging, progress. It
+    receives the loss as a device tensor; it should only call `.item()` every N steps (host sync).
+    """
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for batch in batches:
+        if seen >= num_micro_batches:
+            break
+        # -- forward / backward / step: DeepSpeed scales by 1/grad_accum and steps only at the boundary
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        before = engine.global_steps
+        engine.step()
+        # -- bookkeeping stays on the device: no host sync per step
+        loss_sum += loss.detach().float()
+        seen += 1
+        if engine.global_steps != before:
+            on_step(engine.global_steps, loss.detach())
+    if seen < num_micro_batches:
+        raise RuntimeError(f"data shard ran out after {seen} of {num_micro_batches} micro batches")
+    return {"train_loss": (loss_sum / max(seen, 1)).item(), "micro_batches": float(seen)}  # one sync per epoch
+
+
+def _rounds(batches: Iterable[dict], world: int) -> Iterator[list[dict]]:
+    buf: list[dict] = []
+    for b in batches:
+        buf.append(b)
+        if len(buf) == world:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+@torch.no_grad()
+def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classes: int, device: torch.device,
+             rank: int = 0, world: int = 1) -> tuple[torch.Tensor, float, int]:
+    """Distributed eval over an unsplit iterator: batch i belongs to rank i % world.
+
+    Every rank runs the same number of forwards (a rank without a batch in the last round repeats one
+    with weight 0) because ZeRO-3 gathers parameters collectively inside forward.
+    Returns:
+        (confusion matrix [true, pred] summed over ranks, mean loss, rows evaluated).
+    """
+    cm = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
+    stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
+    for group in _rounds(batches, world):
+        mine = group[rank] if rank < len(group) else group[0]
+        weight = 1.0 if rank < len(group) else 0.0
+        batch = {k: v.to(device, non_blocking=True) for k, v in mine.items()}
+        out = engine(**batch)
+        if weight:
+            preds = out.logits.argmax(-1)
+            labels = batch["labels"]
+            cm += torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+            stats[0] += out.loss.double() * labels.numel()
+            stats[1] += labels.numel()
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(cm)
+        dist.all_reduce(stats)
+    rows = int(stats[1].item())
+    return cm.cpu(), float(stats[0].item() / max(rows, 1)), rows

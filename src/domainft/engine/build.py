@@ -1,0 +1,54 @@
+"""The only module that imports deepspeed: build an engine around our optimizer and per-group scheduler."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, Sequence
+
+import torch
+
+
+def _avoid_hidden_compiles() -> None:
+    # DeepSpeed's CPU accelerator JIT-builds an inference-only shm all-reduce op in init_distributed
+    # (~60 s on 2 cores). Declaring no compatible ops skips it. A private extensions dir avoids a
+    # stale lock in a shared cache blocking any build that still happens.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), f"domainft_ext_{os.getpid()}"))
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__ = {}
+
+
+def build_engine(
+    model: torch.nn.Module,
+    param_groups: list[dict],
+    lr_lambdas: Sequence[Callable[[int], float]],
+    ds_config: dict,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+):
+    """Wrap `model` in a DeepSpeed engine with torch AdamW over `param_groups` and one LR lambda per group.
+
+    Args:
+        model: the Hugging Face model (all groups registered, frozen ones at LR factor 0).
+        param_groups: non-empty torch param groups (DeepSpeed drops empty groups, which would misalign lambdas).
+        lr_lambdas: multiplier of each group's peak LR as a function of the optimizer step.
+        ds_config: from `ds_config.build_ds_config`.
+    Returns:
+        The DeepSpeed engine; `engine.lr_scheduler` is our LambdaLR, stepped by `engine.step()`.
+    """
+    if len(param_groups) != len(lr_lambdas):
+        raise ValueError(f"{len(param_groups)} param groups but {len(lr_lambdas)} LR lambdas")
+    if any(len(g["params"]) == 0 for g in param_groups):
+        raise ValueError("empty parameter group: DeepSpeed would drop it and shift the per-group schedule")
+    _avoid_hidden_compiles()
+    import deepspeed
+
+    # foreach AdamW: one fused multi-tensor step (fused=True is CUDA/CPU-kernel specific; foreach is portable).
+    optimizer = torch.optim.AdamW(param_groups, betas=tuple(betas), eps=eps, foreach=True)
+
+    def scheduler(opt):  # built on the optimizer DeepSpeed hands back, so the groups are the trained ones
+        return torch.optim.lr_scheduler.LambdaLR(opt, list(lr_lambdas))
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, dist_init_required=False)
+    return engine

@@ -1,0 +1,140 @@
+"""Ray Train + DeepSpeed, 2 workers on a local Ray cluster: LLRD, unfreezing, checkpoints, export, failures."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from domainft.config import apply_overrides, validate_dict
+from domainft.distributed.trainer import train_prepared
+
+EPOCHS = 3
+
+
+def _cfg(out, data, model_dir, *overrides):
+    raw = {
+        "output_dir": str(out), "data": {"train": data["train_dir"]}, "model": {"name_or_path": str(model_dir)},
+        "optim": {"lr": 2e-3, "layer_decay": 0.8, "warmup_ratio": 0.05},
+        "unfreeze": {"every_epochs": 1, "initial_layers": 1, "thaw_warmup_steps": 5},
+        "train": {"epochs": EPOCHS, "batch_size": 16, "seed": 7, "log_every_steps": 10},
+        "deepspeed": {"zero_stage": 2},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "run": {"max_failures": 1, "keep_checkpoints": 3},
+    }
+    return validate_dict(apply_overrides(raw, overrides))
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory, token_splits):
+    return token_splits(tmp_path_factory.mktemp("splits"))
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_cluster, tmp_path_factory, splits, tiny_model_dir):
+    out = tmp_path_factory.mktemp("baseline")
+    cfg = _cfg(out, splits, tiny_model_dir)
+    return cfg, train_prepared(cfg, splits)
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_zero2_llrd_unfreezing_and_export(baseline, splits, tiny_model_dir):
+    cfg, summary = baseline
+    hist = summary["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert all(h["eval_rows"] == splits["eval_rows"] for h in hist)  # eval is not split: no row dropped
+    assert summary["best"]["macro_f1"] == max(h["macro_f1"] for h in hist)
+    assert summary["best"]["accuracy"] > 0.9
+
+    # unfreezing: one layer per epoch, top-down, logged with step and name
+    spe = hist[0]["global_step"]
+    events = summary["unfreeze_events"]
+    # depth 2 is encoder layer index 2 of 0..3, depth 3 is index 1
+    assert [(e["step"], e["depth"], e["name"]) for e in events[:2]] == [(spe, 2, "layer_2"), (2 * spe, 3, "layer_1")]
+    assert [h["lowest_trainable"] for h in hist] == [2, 3, 4]
+
+    # LLRD: at step 1 head 2e-3 (x warmup), top layer x0.8, frozen groups at 0
+    lrs = summary["lr_trace"][0]["lrs"]
+    assert summary["lr_trace"][0]["step"] == 1
+    assert lrs["layer_3"] == pytest.approx(0.8 * lrs["head"])
+    assert lrs["layer_2"] == 0.0 and lrs["embeddings"] == 0.0
+    assert len(summary["lr_trace"]) >= 3
+
+    # outputs: metrics.json, plots, a Hugging Face dir with safetensors only
+    metrics = json.loads(open(os.path.join(cfg.output_dir, "metrics.json")).read())
+    assert metrics["best"]["epoch"] == summary["best"]["epoch"] and len(metrics["history"]) == EPOCHS
+    for png in summary["plots"].values():
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    best = summary["best_model_dir"]
+    assert os.path.isfile(os.path.join(best, "model.safetensors"))
+    assert not glob.glob(os.path.join(best, "*.bin"))
+
+    # frozen for the whole run (embeddings never thaw in 3 epochs): bit-identical after ZeRO consolidation
+    before = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
+    after = load_file(os.path.join(best, "model.safetensors"))
+    emb = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[emb], after[emb])
+    top = "bert.encoder.layer.3.attention.self.query.weight"
+    assert not torch.equal(before[top], after[top])
+
+    # loads without domainft, with its label names
+    code = ("import sys,torch; from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T;"
+            "m=M.from_pretrained(sys.argv[1]); t=T.from_pretrained(sys.argv[1]);"
+            "assert 'domainft' not in sys.modules;"
+            "x=t(['hello world'], return_tensors='pt'); print(m.config.id2label[int(m(**x).logits.argmax())])")
+    out = subprocess.run([sys.executable, "-c", code, best], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in splits["label_names"]
+
+
+@pytest.mark.timeout(900)
+def test_worker_killed_mid_run_resumes_from_checkpoint(baseline, ray_cluster, tmp_path, splits, tiny_model_dir):
+    cfg = _cfg(tmp_path / "out", splits, tiny_model_dir)
+    storage = os.path.join(cfg.output_dir, "ray")
+    pid_file = os.path.join(cfg.output_dir, "workers", "rank1.pid")
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 400
+        while time.time() < deadline and not glob.glob(os.path.join(storage, "*", "epoch_001")):
+            time.sleep(0.2)
+        time.sleep(0.5)  # into epoch 2
+        pid = int(open(pid_file).read())
+        killed["pid"] = pid
+        os.kill(pid, signal.SIGKILL)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    summary = train_prepared(cfg, splits)
+    thread.join(timeout=5)
+    assert "pid" in killed, "the worker was never killed"
+    assert int(open(pid_file).read()) != killed["pid"], "rank 1 was not restarted"
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    _, base = baseline
+    assert abs(summary["history"][-1]["macro_f1"] - base["history"][-1]["macro_f1"]) <= 0.02
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stage,precision,extra", [
+    (0, "fp32", ()),  # gradual: the bottom layer is still frozen after epoch 1
+    (3, "bf16", ("unfreeze.every_epochs=0",)),
+])
+def test_other_zero_stages_export(ray_cluster, tmp_path, splits, tiny_model_dir, stage, precision, extra):
+    cfg = _cfg(tmp_path / "out", splits, tiny_model_dir, f"deepspeed.zero_stage={stage}",
+               f"train.precision={precision}", "train.epochs=1", *extra)
+    summary = train_prepared(cfg, splits)
+    assert len(summary["history"]) == 1 and summary["history"][0]["eval_rows"] == splits["eval_rows"]
+    after = load_file(os.path.join(summary["best_model_dir"], "model.safetensors"))
+    before = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
+    assert set(after) == set(before)
+    bottom = "bert.encoder.layer.0.attention.self.query.weight"
+    if stage == 0:
+        assert torch.equal(before[bottom], after[bottom])
+    else:
+        assert not torch.equal(before[bottom], after[bottom])
