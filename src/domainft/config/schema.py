@@ -41,14 +41,14 @@ class ModelConfig(Strict):
 
 
 class OptimConfig(Strict):
-    lr: float = Field(5e-5, gt=0.0, le=1.0, description="Peak LR of the top layer (depth 1).")
+    lr: float = Field(5e-5, gt=0.0, le=1.0, description="Base peak LR: the head gets lr*head_lr_mult, depth d>=1 (top layer = 1) lr*layer_decay**d.")
     layer_decay: float = Field(0.9, gt=0.0, le=1.0, description="LR of a group = lr * layer_decay ** depth_from_top.")
     layer_lrs: Optional[list[float]] = Field(
         None, description="Explicit peak LR per encoder depth, top first (depth 1..L, then embeddings). Overrides layer_decay.")
     head_lr_mult: float = Field(1.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0).")
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0, description="AdamW weight decay; never applied to biases and norms.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of all steps spent in linear warmup.")
-    warmup_steps: Optional[int] = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio.")
+    warmup_steps: Optional[int] = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio (capped at the total steps).")
     schedule: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Floor of the decay as a fraction of the peak.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
@@ -57,13 +57,15 @@ class OptimConfig(Strict):
 
 class UnfreezeConfig(Strict):
     every_epochs: float = Field(
-        1.0, ge=0.0, description="Thaw one more layer every N epochs, top-down. 0 = everything trainable from the start.")
+        1.0, ge=0.0, description="Thaw one more layer every N epochs, top-down. 0 (with every_steps and train_top_fraction unset) = "
+                    "everything trainable from the start. Layers due to thaw after the last step stay frozen.")
     every_steps: Optional[int] = Field(None, gt=0, description="Thaw one more layer every N optimizer steps (instead of epochs).")
     initial_layers: int = Field(2, ge=0, description="Top encoder layers trainable (with the head) at the start.")
     thaw_warmup_steps: int = Field(
         10, ge=0, description="Linear warmup of a group's LR after it thaws (its Adam moments are stale).")
     train_top_fraction: Optional[float] = Field(
-        None, gt=0.0, le=1.0, description="Train only the top layers holding this fraction of parameters; the rest stay frozen.")
+        None, gt=0.0, le=1.0, description="Train only the top layers holding at least this fraction of parameters; the rest stay frozen "
+                    "(no optimizer state). Excludes every_epochs/every_steps/initial_layers.")
 
 
 class TrainConfig(Strict):

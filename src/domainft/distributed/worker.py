@@ -81,6 +81,17 @@ class Progress:
 
     def start_epoch(self, step: int) -> None:
         self.t0, self.start_step = time.time(), step
+        self.warm_time, self.warm_step = None, None
+
+    def mark(self, step: int) -> None:
+        # Steady-state throughput starts after a few steps (allocator warm-up, first collectives).
+        if self.warm_time is None and step - self.start_step >= min(3, max(1, self.geo.steps_per_epoch // 4)):
+            self.warm_time, self.warm_step = time.time(), step
+
+    def samples_per_s(self, step: int) -> float:
+        if self.warm_time is None or step == self.warm_step:
+            return (step - self.start_step) * self.samples_per_step / max(time.time() - self.t0, 1e-9)
+        return (step - self.warm_step) * self.samples_per_step / max(time.time() - self.warm_time, 1e-9)
 
     def maybe_print(self, step: int, epoch: int, epochs: int, loss: torch.Tensor, lrs: dict[str, float]) -> None:
         if self.rank != 0 or (step % self.every and step != self.geo.total_steps):
@@ -119,7 +130,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     schedule = thaw_schedule(lmap.num_layers, uf.initial_layers, geo.steps_per_epoch,
                              every_epochs=uf.every_epochs, every_steps=uf.every_steps,
                              train_top_fraction=uf.train_top_fraction, param_counts=lmap.param_counts(model))
-    freeze_never_trained(model, lmap, schedule)  # never-trained params: no optimizer state at all
+    # Layers that would thaw only after the last step are frozen for the whole run: they get no
+    # optimizer state at all (memory) and no backward.
+    schedule = {d: (s if s is not None and s < geo.total_steps else None) for d, s in schedule.items()}
+    freeze_never_trained(model, lmap, schedule)
     groups = build_param_groups(model, lmap, op.lr, op.layer_decay, op.head_lr_mult, op.weight_decay, op.layer_lrs)
     lambdas = group_lr_lambdas([schedule[g["depth"]] for g in groups], geo.total_steps,
                                resolve_warmup_steps(geo.total_steps, op.warmup_ratio, op.warmup_steps),
@@ -131,6 +145,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                                 on_gpu=device.type == "cuda", overrides=cfg.deepspeed.overrides)
     from domainft.engine.build import build_engine
 
+    model.to(device)  # before the optimizer exists, so a fused CUDA AdamW can be chosen
     engine = build_engine(model, groups, lambdas, ds_config, op.betas, op.eps)
     state = TrainerState(groups=[{"name": g["name"], "depth": g["depth"], "decay": g["decay"],
                                   "params": sum(p.numel() for p in g["params"]), "peak_lr": g["initial_lr"],
@@ -165,6 +180,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             lrs = _group_lrs(engine, groups)
             if rank == 0 and step % t.log_every_steps == 0:
                 state.lr_trace.append({"step": step + 1, "lrs": lrs})  # the LR the next update uses
+            progress.mark(step)
             progress.maybe_print(step, epoch, t.epochs, loss, lrs)
 
         engine.train()
@@ -173,6 +189,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                                               local_shuffle_buffer_size=max(256, 4 * t.batch_size),
                                               local_shuffle_seed=t.seed + epoch)
         train_stats = train_epoch(engine, batches, geo.micro_batches_per_epoch, device, on_step)
+        samples_per_s = progress.samples_per_s(engine.global_steps)
 
         engine.eval()
         eval_batches = eval_it.iter_torch_batches(batch_size=t.eval_batch_size or 2 * t.batch_size,
@@ -180,7 +197,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         cm, eval_loss, rows = evaluate(engine, eval_batches, len(label_names), device, rank, world)
         m = metrics_from_confusion(cm.numpy(), label_names)
         record = {"epoch": epoch, "global_step": engine.global_steps, "train_loss": train_stats["train_loss"],
-                  "eval_loss": eval_loss, "eval_rows": rows, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                  "train_samples_per_s": samples_per_s, "eval_loss": eval_loss, "eval_rows": rows, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                   "per_class": m["per_class"], "lowest_trainable": lowest_trainable_depth(schedule, engine.global_steps)}
         state.history.append(record)
         state.epoch, state.global_step = epoch, engine.global_steps

@@ -43,8 +43,10 @@ def build_engine(
     _avoid_hidden_compiles()
     import deepspeed
 
-    # foreach AdamW: one fused multi-tensor step (fused=True is CUDA/CPU-kernel specific; foreach is portable).
-    optimizer = torch.optim.AdamW(param_groups, betas=tuple(betas), eps=eps, foreach=True)
+    # Fused AdamW (one kernel for all tensors) on CUDA; the multi-tensor foreach path elsewhere.
+    on_cuda = all(p.is_cuda for g in param_groups for p in g["params"])
+    kind = {"fused": True} if on_cuda else {"foreach": True}
+    optimizer = torch.optim.AdamW(param_groups, betas=tuple(betas), eps=eps, **kind)
 
     def scheduler(opt):  # built on the optimizer DeepSpeed hands back, so the groups are the trained ones
         return torch.optim.lr_scheduler.LambdaLR(opt, list(lr_lambdas))

@@ -1,0 +1,223 @@
+"""The one module that knows model internals: parameter name -> depth from the top.
+
+Depth 0 is the head (classifier, pooler, pre_classifier: everything outside the base model's
+embeddings and encoder layers), depth 1 the top encoder layer, ..., depth L the bottom encoder
+layer, depth L+1 the embeddings. Layer-wise LR, unfreezing, `plan` and the plots all read this
+map; nothing else in the package looks at parameter names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from torch import nn
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model is not one of the encoder families this module knows how to split into depths."""
+
+
+@dataclass(frozen=True)
+class _FamilySpec:
+    """Where one family keeps its blocks, relative to the base model (`model.base_model`)."""
+
+    base_model_prefix: str
+    layers: str  # the nn.ModuleList of encoder layers, bottom (index 0) first
+    embedding_extras: tuple[str, ...] = ()  # modules outside `embeddings` that belong to the embeddings depth
+    embedding_outputs: tuple[str, ...] = ()  # of those, the ones whose output feeds the bottom layer
+    bottom_layer_extras: tuple[str, ...] = ()  # modules outside the layer list applied right after layer 0
+    base_head_modules: tuple[str, ...] = ()  # modules inside the base model that are head (depth 0)
+    layer_input_kwargs: tuple[str, ...] = ()  # keyword inputs of every encoder layer made from embedding-depth params
+
+
+_BERT_LIKE = dict(layers="encoder.layer", base_head_modules=("pooler",))
+
+_FAMILIES: dict[str, _FamilySpec] = {
+    "bert": _FamilySpec(base_model_prefix="bert", **_BERT_LIKE),
+    "roberta": _FamilySpec(base_model_prefix="roberta", **_BERT_LIKE),
+    "xlm-roberta": _FamilySpec(base_model_prefix="roberta", **_BERT_LIKE),
+    # ELECTRA projects small embeddings up to the hidden size in a module next to `embeddings`;
+    # it only ever sees embedding outputs, so it is part of the embeddings depth.
+    "electra": _FamilySpec(base_model_prefix="electra", layers="encoder.layer",
+                           embedding_extras=("embeddings_project",), embedding_outputs=("embeddings_project",)),
+    "distilbert": _FamilySpec(base_model_prefix="distilbert", layers="transformer.layer"),
+    # DeBERTa-v2/v3: the relative-position embeddings (and the encoder-level LayerNorm, which only
+    # normalises them) are shared by every layer, so they belong to no single layer; like the
+    # absolute position embeddings of BERT they are input representation, so they sit at the
+    # embeddings depth: lowest LR under LLRD and thawed last. Because every layer reads them, the
+    # gradient stop must also cut the `rel_embeddings` keyword input of each layer.
+    # The optional `conv` (deberta-v2-xlarge) mixes layer 0's output with the embeddings right after
+    # layer 0, so it is part of the bottom layer's block.
+    "deberta-v2": _FamilySpec(base_model_prefix="deberta", layers="encoder.layer",
+                              embedding_extras=("encoder.rel_embeddings", "encoder.LayerNorm"),
+                              bottom_layer_extras=("encoder.conv",),
+                              layer_input_kwargs=("rel_embeddings",)),
+}
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """Depth of every parameter of one model, and the modules that bound each depth.
+
+    Attributes:
+        family: The model_type the map was built for ("bert", "deberta-v2", ...).
+        num_layers: L, the number of encoder layers.
+        depth: Every named parameter (as `model.named_parameters()` names it) -> depth in 0..L+1.
+        block_module_names: Depth 1..L+1 -> the module of that block (encoder layer or embeddings),
+            for hooks.
+        boundary_module_names: Depth 1..L+1 -> every module whose output carries that depth's
+            parameters up the stack: the block itself, plus e.g. ELECTRA's `embeddings_project`
+            (embeddings depth) or DeBERTa's `encoder.conv` (bottom layer). Detaching all of them
+            cuts the depth out of the backward pass.
+        layer_input_kwargs: Keyword inputs that every encoder layer receives and that are computed
+            from parameters at the given depth (DeBERTa: {"rel_embeddings": L+1}).
+    """
+
+    family: str
+    num_layers: int
+    depth: dict[str, int]
+    block_module_names: dict[int, str]
+    boundary_module_names: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    layer_input_kwargs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_depths(self) -> int:
+        """L + 2: head, L encoder layers, embeddings."""
+        return self.num_layers + 2
+
+    @property
+    def embeddings_depth(self) -> int:
+        return self.num_layers + 1
+
+    def _check_depth(self, depth: int) -> None:
+        if not 0 <= depth < self.num_depths:
+            raise ValueError(f"depth {depth} out of range 0..{self.num_depths - 1} for a {self.num_layers}-layer model")
+
+    def params_at(self, depth: int) -> list[str]:
+        """Names of the parameters at `depth`, in model order."""
+        self._check_depth(depth)
+        return [name for name, d in self.depth.items() if d == depth]
+
+    def param_counts(self, model: nn.Module) -> dict[int, int]:
+        """Number of parameter elements at each depth 0..L+1 (works on meta-device models too)."""
+        counts = {d: 0 for d in range(self.num_depths)}
+        for name, param in model.named_parameters():
+            if name not in self.depth:
+                raise ValueError(f"parameter {name!r} is not in this layer map: was the map built for another model?")
+            counts[self.depth[name]] += param.numel()
+        return counts
+
+    def depth_label(self, depth: int) -> str:
+        """"head", "embeddings", or "layer_<i>" with i the encoder's own 0-based index (bottom = 0).
+
+        The index is the one in the parameter names (`encoder.layer.5.` is "layer_5"), so with L = 6
+        depth 1 (the top layer) is "layer_5" and depth 6 is "layer_0".
+        """
+        self._check_depth(depth)
+        if depth == 0:
+            return "head"
+        if depth == self.embeddings_depth:
+            return "embeddings"
+        return f"layer_{self.num_layers - depth}"
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _module_name(model: nn.Module, target: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is target:
+            return name
+    raise UnsupportedArchitectureError("the base model is not a submodule of the model")
+
+
+def _get(module: nn.Module, dotted: str) -> Optional[nn.Module]:
+    for part in dotted.split("."):
+        module = getattr(module, part, None)
+        if not isinstance(module, nn.Module):
+            return None
+    return module
+
+
+def _detect(model: nn.Module) -> tuple[str, _FamilySpec]:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    supported = ", ".join(SUPPORTED_MODEL_TYPES)
+    if model_type not in _FAMILIES:
+        raise UnsupportedArchitectureError(
+            f"unsupported model_type {model_type!r} ({type(model).__name__}); supported: {supported}")
+    spec = _FAMILIES[model_type]
+    prefix = getattr(model, "base_model_prefix", None)
+    if prefix != spec.base_model_prefix:
+        raise UnsupportedArchitectureError(
+            f"model_type {model_type!r} but base_model_prefix {prefix!r} (expected {spec.base_model_prefix!r}) "
+            f"in {type(model).__name__}; supported: {supported}")
+    base = model.base_model
+    if not isinstance(_get(base, "embeddings"), nn.Module) or not isinstance(_get(base, spec.layers), nn.ModuleList):
+        raise UnsupportedArchitectureError(
+            f"{type(model).__name__} ({model_type!r}) lacks the expected `embeddings` and `{spec.layers}` "
+            f"modules; supported: {supported}")
+    return model_type, spec
+
+
+def build_layer_map(model: nn.Module) -> LayerMap:
+    """Map every parameter of a Hugging Face encoder model to its depth from the top.
+
+    Args:
+        model: A transformers model of a supported family, with or without a task head
+            (e.g. from AutoModelForSequenceClassification or AutoModel); may live on the meta device.
+
+    Returns:
+        The LayerMap. Depth 0 = head, 1 = top encoder layer, ..., L = bottom layer, L+1 = embeddings.
+
+    Raises:
+        UnsupportedArchitectureError: The model_type or module structure is not a supported family.
+        ValueError: A parameter inside the base model belongs to no known block (never defaulted,
+            because a silently misplaced parameter would get the wrong LR and thaw step).
+    """
+    family, spec = _detect(model)
+    base = model.base_model
+    base_name = "" if base is model else _module_name(model, base)
+    layers: nn.ModuleList = _get(base, spec.layers)  # type: ignore[assignment]
+    num_layers = len(layers)
+    emb_depth = num_layers + 1
+
+    layers_prefix = _join(base_name, spec.layers) + "."
+    # Prefixes of the non-layer blocks inside the base model; none is a prefix of another.
+    prefix_depth: list[tuple[str, int]] = [(_join(base_name, "embeddings") + ".", emb_depth)]
+    prefix_depth += [(_join(base_name, m) + ".", emb_depth) for m in spec.embedding_extras]
+    prefix_depth += [(_join(base_name, m) + ".", num_layers) for m in spec.bottom_layer_extras]
+    prefix_depth += [(_join(base_name, m) + ".", 0) for m in spec.base_head_modules]
+    base_prefix = base_name + "." if base_name else ""
+
+    depth: dict[str, int] = {}
+    unmatched: list[str] = []
+    for name, _ in model.named_parameters():
+        if base_prefix and not name.startswith(base_prefix):
+            depth[name] = 0  # outside the base model: the task head (classifier, pre_classifier, pooler)
+        elif name.startswith(layers_prefix):
+            index = int(name[len(layers_prefix):].split(".", 1)[0])
+            depth[name] = num_layers - index
+        else:
+            match = next((d for p, d in prefix_depth if name.startswith(p)), None)
+            if match is None:
+                unmatched.append(name)
+            else:
+                depth[name] = match
+    if unmatched:
+        raise ValueError(f"{family}: parameters that belong to no known block (head, layer, embeddings): "
+                         f"{unmatched}. Extend core/layers.py for this model variant.")
+
+    blocks = {num_layers - i: _join(base_name, spec.layers, str(i)) for i in range(num_layers)}
+    blocks[emb_depth] = _join(base_name, "embeddings")
+    boundaries: dict[int, tuple[str, ...]] = {d: (name,) for d, name in blocks.items()}
+    for extras, d in ((spec.embedding_outputs, emb_depth), (spec.bottom_layer_extras, num_layers)):
+        present = tuple(_join(base_name, m) for m in extras if _get(base, m) is not None)
+        boundaries[d] = boundaries[d] + present
+    kwargs = {k: emb_depth for k in spec.layer_input_kwargs}
+    return LayerMap(family=family, num_layers=num_layers, depth=depth, block_module_names=blocks,
+                    boundary_module_names=boundaries, layer_input_kwargs=kwargs)
+

@@ -1,0 +1,105 @@
+"""Hugging Face model and tokenizer builders for sequence classification."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig,
+                          PreTrainedModel, PreTrainedTokenizerBase)
+
+
+def label_maps(label_names: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
+    """(id2label, label2id) for label names in id order; duplicates are an error."""
+    names = list(label_names)
+    if not names:
+        raise ValueError("label_names is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"label_names has duplicates: {names}")
+    return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
+
+
+def build_config(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,
+                 revision: Optional[str] = None) -> PretrainedConfig:
+    """The model's config with num_labels, id2label and label2id set (downloads config.json only).
+
+    Args:
+        name_or_path: Local directory or hub name.
+        label_names: Class names in id order.
+        trust_remote_code: Allow model code shipped with the checkpoint.
+        revision: Hub revision to pin.
+
+    Returns:
+        The config.
+    """
+    id2label, label2id = label_maps(label_names)
+    return AutoConfig.from_pretrained(name_or_path, num_labels=len(id2label), id2label=id2label,
+                                      label2id=label2id, trust_remote_code=trust_remote_code, revision=revision)
+
+
+def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,
+                revision: Optional[str] = None, torch_dtype: Optional[torch.dtype] = None) -> PreTrainedModel:
+    """Pretrained encoder + a new classification head.
+
+    Args:
+        name_or_path: Local directory or hub name.
+        label_names: Class names in id order (become num_labels, id2label, label2id).
+        trust_remote_code: Allow model code shipped with the checkpoint.
+        revision: Hub revision to pin.
+        torch_dtype: Load the weights in this dtype (passed as transformers' `dtype`); default
+            the checkpoint's / fp32.
+
+    Returns:
+        An AutoModelForSequenceClassification. A checkpoint that already has a head of another
+        size gets a fresh one (ignore_mismatched_sizes); a same-sized head is kept as trained.
+    """
+    config = build_config(name_or_path, label_names, trust_remote_code, revision)
+    kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, config=config, trust_remote_code=trust_remote_code, revision=revision,
+        ignore_mismatched_sizes=True, **kwargs)
+
+
+def build_model_from_config(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,
+                            revision: Optional[str] = None, meta: bool = True) -> PreTrainedModel:
+    """The architecture without pretrained weights.
+
+    Args:
+        name_or_path: Local directory or hub name (only config.json is read).
+        label_names: Class names in id order.
+        trust_remote_code: Allow model code shipped with the checkpoint.
+        revision: Hub revision to pin.
+        meta: Build on the meta device (no memory, no init: for planning, counting parameters,
+            building a LayerMap). False: real, randomly initialised CPU tensors (e.g. to load a
+            state dict into).
+
+    Returns:
+        An AutoModelForSequenceClassification.
+    """
+    config = build_config(name_or_path, label_names, trust_remote_code, revision)
+    if meta:
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def build_tokenizer(name_or_path: str, trust_remote_code: bool = False,
+                    revision: Optional[str] = None) -> PreTrainedTokenizerBase:
+    """The checkpoint's fast (Rust) tokenizer.
+
+    Args:
+        name_or_path: Local directory or hub name.
+        trust_remote_code: Allow tokenizer code shipped with the checkpoint.
+        revision: Hub revision to pin.
+
+    Returns:
+        A fast tokenizer: needed for batched tokenization speed in Ray Data and for offsets.
+
+    Raises:
+        ValueError: Only a slow (Python) tokenizer exists for this checkpoint.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=trust_remote_code,
+                                              revision=revision)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{name_or_path}: only a slow (Python) tokenizer ({type(tokenizer).__name__}) is available; "
+                         f"domainft needs a fast tokenizer (a tokenizer.json, or one transformers can convert)")
+    return tokenizer
