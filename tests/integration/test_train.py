@@ -57,13 +57,14 @@ def test_two_workers_zero2_llrd_unfreezing_and_export(baseline, splits, tiny_mod
     events = summary["unfreeze_events"]
     # depth 2 is encoder layer index 2 of 0..3, depth 3 is index 1
     assert [(e["step"], e["depth"], e["name"]) for e in events[:2]] == [(spe, 2, "layer_2"), (2 * spe, 3, "layer_1")]
-    assert [h["lowest_trainable"] for h in hist] == [2, 3, 4]
+    assert [h["lowest_trainable"] for h in hist] == [2, 3, 3]  # depth 4 would thaw at the very end: never
 
     # LLRD: at step 1 head 2e-3 (x warmup), top layer x0.8, frozen groups at 0
     lrs = summary["lr_trace"][0]["lrs"]
     assert summary["lr_trace"][0]["step"] == 1
     assert lrs["layer_3"] == pytest.approx(0.8 * lrs["head"])
-    assert lrs["layer_2"] == 0.0 and lrs["embeddings"] == 0.0
+    assert lrs["layer_2"] == 0.0 and lrs["layer_1"] == 0.0  # frozen now, thaw later: registered at LR 0
+    assert "embeddings" not in lrs and "layer_0" not in lrs  # never thaw in this run: not in the optimizer
     assert len(summary["lr_trace"]) >= 3
 
     # outputs: metrics.json, plots, a Hugging Face dir with safetensors only
@@ -138,3 +139,12 @@ def test_other_zero_stages_export(ray_cluster, tmp_path, splits, tiny_model_dir,
         assert torch.equal(before[bottom], after[bottom])
     else:
         assert not torch.equal(before[bottom], after[bottom])
+
+
+@pytest.mark.timeout(600)
+def test_identical_resubmission_resumes_instead_of_retraining(baseline, splits):
+    cfg, first = baseline
+    again = train_prepared(cfg, splits)  # same config and data: same run name, latest checkpoint = last epoch
+    assert [h["epoch"] for h in again["history"]] == [1, 2, 3]
+    assert again["history"] == first["history"]  # restored, not retrained
+    assert again["best"]["epoch"] == first["best"]["epoch"]

@@ -2,6 +2,7 @@
 checkpoint as a Hugging Face directory with metrics.json and plots."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -21,9 +22,14 @@ RAY_ENV = ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE", "RAY_TR
 
 def init_ray() -> None:
     """Join a running cluster (RAY_ADDRESS, `ray job submit`) or start a local one."""
-    if not ray.is_initialized():
-        env = {k: os.environ[k] for k in RAY_ENV if k in os.environ}
-        ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        # A submitted job: its runtime_env already carries the env; passing ours too is a conflict error.
+        ray.init(log_to_driver=True)
+        return
+    env = {k: os.environ[k] for k in RAY_ENV if k in os.environ}
+    ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
 
 
 def _loop_config(cfg: Config, report: dict, pad_token_id: int) -> dict[str, Any]:
@@ -47,6 +53,17 @@ def _datasets(report: dict, cfg: Config) -> dict:
     return {"train": train, "eval": evals}
 
 
+def run_fingerprint(cfg: Config, report: dict) -> str:
+    """Ray Train resumes a run of the same name from its latest checkpoint. The default name carries
+    this hash, so an identical resubmission resumes and a changed config or dataset starts afresh."""
+    raw = to_dict(cfg)
+    for section, key in (("run", "max_failures"), ("run", "keep_checkpoints"), ("train", "log_every_steps"),
+                         ("augment", "ab")):
+        raw[section].pop(key, None)
+    raw["_data"] = report.get("fingerprint") or [report.get("train_dir"), report.get("train_rows")]
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optional[list] = None,
                   name: Optional[str] = None, storage_path: Optional[str] = None) -> TorchTrainer:
     """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way."""
@@ -59,7 +76,8 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
         train_loop_config=_loop_config(cfg, report, pad_token_id),
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=name or rc.name or os.path.basename(cfg.output_dir.rstrip("/")) or "domainft",
+            name=name or rc.name or f"{os.path.basename(cfg.output_dir.rstrip('/')) or 'run'}-"
+                                             f"{run_fingerprint(cfg, report)}",
             storage_path=storage_path or rc.storage_path or os.path.join(cfg.output_dir, "ray"),
             failure_config=FailureConfig(max_failures=rc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=rc.keep_checkpoints, checkpoint_score_attribute=metric,

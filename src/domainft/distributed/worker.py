@@ -158,7 +158,9 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             state = TrainerState(**json.loads(open(os.path.join(d, STATE_FILE)).read()))
         stop.set_lowest_trainable(lowest_trainable_depth(schedule, engine.global_steps))
         if rank == 0:
-            print(f"[train] resumed from epoch {state.epoch} (step {engine.global_steps})", flush=True)
+            left = "nothing left to train" if state.epoch >= t.epochs else f"continuing at epoch {state.epoch + 1}"
+            print(f"[train] resumed from the checkpoint of epoch {state.epoch} (step {engine.global_steps}): {left}",
+                  flush=True)
     elif rank == 0:
         state.lr_trace.append({"step": 1, "lrs": _group_lrs(engine, groups)})
         print("[train] LR at step 1: " + ", ".join(f"{k} {v:.2e}" for k, v in state.lr_trace[0]["lrs"].items()),
