@@ -50,5 +50,20 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+def embed(readme_text: str) -> str:
+    """The README text with its reference section regenerated."""
+    head, rest = readme_text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + markdown() + tail
+
+
 if __name__ == "__main__":
-    print(markdown())
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        with open(sys.argv[2], encoding="utf-8") as f:
+            text = embed(f.read())
+        with open(sys.argv[2], "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(markdown())

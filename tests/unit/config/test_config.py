@@ -121,3 +121,10 @@ def test_every_shipped_config_validates(path):
     cfg = load_config(path, check_paths=False)
     assert cfg.output_dir
     assert yaml.safe_load(open(path))  # non-empty
+
+
+def test_readme_config_reference_is_in_sync():
+    from domainft.config.reference import embed
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert embed(text) == text, "run: python -m domainft.config.reference --write README.md"
