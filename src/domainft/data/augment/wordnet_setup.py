@@ -6,6 +6,8 @@ file is generated from the WordNet man page.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import os
 import re
@@ -64,13 +66,34 @@ def _lexnames_lines(man_page: Path) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock on `path` (created), so that parallel workers build a shared file once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build_wordnet(dest: Optional[Path] = None, source: Path = DEBIAN_WORDNET) -> Path:
-    """Copy Debian's WordNet 3.0 into `dest/corpora/wordnet` and generate `lexnames`. Returns dest."""
+    """Copy Debian's WordNet 3.0 into `dest/corpora/wordnet` and generate `lexnames`. Returns dest.
+
+    `lexnames` is written last, so a reader that sees it (`find_wordnet_root`) sees every file.
+    """
     dest = Path(dest) if dest else default_data_dir()
     missing = [f for f in WORDNET_FILES if not (source / f).is_file()]
     if missing or not DEBIAN_LEXNAMES_MAN.is_file():
         raise FileNotFoundError(f"Debian WordNet files not found under {source} ({', '.join(missing[:3])}...). "
                                 + HOW_TO_GET)
+    with file_lock(dest / ".wordnet.lock"):
+        _copy_wordnet(dest, source)
+    return dest
+
+
+def _copy_wordnet(dest: Path, source: Path) -> None:
     target = dest / "corpora" / "wordnet"
     target.mkdir(parents=True, exist_ok=True)
     for f in WORDNET_FILES:
@@ -78,19 +101,31 @@ def build_wordnet(dest: Optional[Path] = None, source: Path = DEBIAN_WORDNET) ->
     lex = _lexnames_lines(DEBIAN_LEXNAMES_MAN)
     if len(lex) < 40:
         raise RuntimeError(f"could not read lexnames from {DEBIAN_LEXNAMES_MAN} ({len(lex)} entries)")
-    (target / "lexnames").write_text("\n".join(lex) + "\n", encoding="utf-8")
     # WordNet 3.0 licence travels with the data.
     lic = Path("/usr/share/doc/wordnet-base/copyright")
     if lic.is_file():
         shutil.copyfile(lic, target / "LICENSE")
-    return dest
+    tmp = target / "lexnames.tmp"
+    tmp.write_text("\n".join(lex) + "\n", encoding="utf-8")
+    os.replace(tmp, target / "lexnames")
 
 
-def ensure_wordnet_on_path() -> Path:
-    """Put a WordNet-holding folder on nltk.data.path, or raise with how to get one."""
+def debian_wordnet_available(source: Path = DEBIAN_WORDNET) -> bool:
+    """True when Debian's wordnet-base files (and the lexnames man page) are installed."""
+    return all((source / f).is_file() for f in WORDNET_FILES) and DEBIAN_LEXNAMES_MAN.is_file()
+
+
+def ensure_wordnet_on_path(build: bool = True) -> Path:
+    """Put a WordNet-holding folder on nltk.data.path, or raise with how to get one.
+
+    Order: domainft's own folder, then NLTK's standard search path (a user who ran
+    `nltk.download('wordnet')`), then, with `build`, a fresh copy of Debian's files.
+    """
     import nltk
 
     root = find_wordnet_root()
+    if root is None and build and debian_wordnet_available():
+        root = build_wordnet()
     if root is None:
         raise RuntimeError("NLTK WordNet data not found. " + HOW_TO_GET)
     if str(root) not in nltk.data.path:
