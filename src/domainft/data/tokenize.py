@@ -1,0 +1,73 @@
+"""Tokenization with the model's fast tokenizer: truncation only (batches are padded later). No Ray.
+
+The driver loads the tokenizer once with transformers (hub access, checks) and ships a fast
+tokenizer's serialized form to the workers, which rebuild it with `tokenizers` alone: the same ids
+as `tokenizer(texts, truncation=True, max_length=L)`, without importing transformers per worker.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from domainft.errors import UserError
+
+Encoder = Callable[[list[str]], list[list[int]]]
+
+
+def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remote_code: bool = False):
+    """The model's tokenizer (fast when the model has one). Raises UserError when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code,
+                                             use_fast=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model.name_or_path: cannot load a tokenizer from {name_or_path!r}: {e}") from None
+
+
+def encoder_spec(tokenizer, name_or_path: str, revision: Optional[str] = None,
+                 trust_remote_code: bool = False) -> dict:
+    """What a worker needs to rebuild the tokenizer: the fast tokenizer's JSON, else how to load it."""
+    if getattr(tokenizer, "is_fast", False):
+        return {"tokenizer_json": tokenizer.backend_tokenizer.to_str()}
+    return {"name_or_path": name_or_path, "revision": revision, "trust_remote_code": trust_remote_code}
+
+
+def build_encoder(spec: dict, max_length: int) -> Encoder:
+    """texts -> input_ids (with the model's special tokens), truncated to max_length, unpadded."""
+    if "tokenizer_json" in spec:
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_str(spec["tokenizer_json"])
+        fast.enable_truncation(max_length)
+        fast.no_padding()
+        # encode_batch_fast (tokenizers >= 0.20) skips character offsets: same ids, ~1.6x faster.
+        encode = getattr(fast, "encode_batch_fast", fast.encode_batch)
+        return lambda texts: [e.ids for e in encode(texts)]
+    slow = load_tokenizer(spec["name_or_path"], spec["revision"], spec["trust_remote_code"])
+    return lambda texts: slow(texts, truncation=True, max_length=max_length, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+def ids_to_arrow(ids: list[list[int]]) -> pa.ListArray:
+    """list of id lists -> list<int32> without a Python loop per element."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+
+def tokenize_table(encode: Encoder, table: pa.Table) -> pa.Table:
+    """The output columns in their final order: input_ids, label, text, source_id, aug_op, is_augmented."""
+    texts = table.column("text").to_pylist()
+    return pa.table({
+        "input_ids": ids_to_arrow(encode(texts) if texts else []),
+        "label": table.column("label").cast(pa.int64()),
+        "text": table.column("text").cast(pa.string()),
+        "source_id": table.column("source_id").cast(pa.string()),
+        "aug_op": table.column("aug_op").cast(pa.string()),
+        "is_augmented": table.column("is_augmented").cast(pa.bool_()),
+    })

@@ -1,0 +1,260 @@
+"""`prepare` on Ray Data: read, validate, clean, dedupe, split, balance, augment, tokenize, write.
+
+The only Ray code on the data path. Per-batch work lives in `domainft.data` (pure functions) and
+runs here in `map_batches`. Global decisions (dedupe, stratified split, balance) need every row, so
+only small columns (key, label code, text hash) come to the driver; the decision goes back as one
+sorted key array in the object store that each batch is filtered against.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from typing import Iterator, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from domainft.config.schema import Config
+from domainft.data.chunks import count_newlines, needs_line_count, plan_chunks, set_line_offsets
+from domainft.data.collect import COLUMNS, Collector
+from domainft.data.labels import build_label_names, write_label_map
+from domainft.data.plan import EVAL, TRAIN, make_plan, select_rows
+from domainft.data.readers import ParseOptions, parse_chunk
+from domainft.data.report import build_report, count_problems, fingerprint, format_report
+from domainft.data.sources import collect_sources, input_signature
+from domainft.data.tokenize import build_encoder, encoder_spec, load_tokenizer, tokenize_table
+from domainft.errors import UserError
+
+CHUNK_BYTES = 64 * 1024**2  # big JSONL / Parquet inputs are read as several tasks of at most this size
+MIN_CHUNK_BYTES = 1024**2  # ... and at least this (smaller inputs: enough chunks to keep every CPU busy)
+TOKENIZE_BATCH = 512
+MIN_ROWS_PER_FILE = 100_000
+REPORT, LABEL_MAP, REJECTS = "data_report.json", "label_map.json", "rejects.jsonl"
+
+
+def data_dir(cfg: Config) -> str:
+    return os.path.join(cfg.output_dir, "data")
+
+
+def prepare_fingerprint(cfg: Config) -> str:
+    """Hash of data + augment config, model, seed, and each local input file's path, size and mtime."""
+    d = cfg.data
+    inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format)}
+    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), cfg.model.name_or_path,
+                       cfg.train.seed, inputs)
+
+
+def _fresh_report(cfg: Config, fp: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(data_dir(cfg), REPORT), encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if report.get("fingerprint") != fp:
+        return None
+    for d in (report.get("train_dir"), report.get("eval_dir")):
+        if not d or not os.path.isdir(d) or not any(n.endswith(".parquet") for n in os.listdir(d)):
+            return None
+    return report
+
+
+def ensure_prepared(cfg: Config) -> dict:
+    """Prepared data for `cfg`: the existing report when its fingerprint matches, else a fresh run."""
+    return run_prepare(cfg, force=False)
+
+
+def run_prepare(cfg: Config, force: bool = False) -> dict:
+    """Run the data pipeline, write `<output_dir>/data/`, print the report table and return the report.
+
+    Uses the running Ray if there is one, else starts a local one. With force=False an up-to-date
+    output is returned without work. Bad records raise BadRecordError (on_bad_record: error) or go
+    to rejects.jsonl (skip); an empty result raises UserError.
+    """
+    start = time.perf_counter()
+    d, out = cfg.data, data_dir(cfg)
+    fp = prepare_fingerprint(cfg)
+    if not force and (report := _fresh_report(cfg, fp)) is not None:
+        print(f"prepared data is up to date: {out} (fingerprint {fp})")
+        return report
+    for name in (REPORT, LABEL_MAP, REJECTS, "train", "eval"):  # no stale report survives a failed run
+        path = os.path.join(out, name)
+        shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
+    os.makedirs(out, exist_ok=True)
+    m = cfg.model  # load on the driver first: a bad model path fails before any reading
+    spec = encoder_spec(load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code), m.name_or_path, m.revision,
+                        m.trust_remote_code)
+    files = collect_sources(d.train, d.eval, d.format)
+    explicit = build_label_names(d.labels, []) if d.labels is not None else None
+    opts = ParseOptions(d.text_column, d.label_column, d.encoding, tuple(explicit) if explicit else None, d.nfkc,
+                        d.unescape_html)
+    rejects_path = os.path.join(out, REJECTS) if d.on_bad_record == "skip" else None
+    _ensure_ray()
+    ctx = ray.data.DataContext.get_current()
+    saved_order = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True  # same inputs -> same rows in the same order
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:  # seconds since the previous lap, for report["phase_seconds"]
+        phases[name] = time.perf_counter() - start - sum(phases.values())
+
+    try:
+        lap("setup")
+        parsed = _parse(files, opts)  # 1. read, validate, clean, hash (parallel)
+        lap("read_parse_clean")
+        collector = _collect(parsed, files, rejects_path)  # 2. counts and small columns on the driver
+        if d.on_bad_record == "error" and (err := collector.first_error()) is not None:
+            raise err
+        names, arrays = collector.arrays(explicit)  # 3. global decisions: dedupe, split, balance
+        plan = make_plan(**arrays, n_labels=len(names), dedupe=d.dedupe, has_eval_source=d.eval is not None,
+                         eval_fraction=d.eval_fraction, seed=cfg.train.seed, max_ratio=d.max_class_ratio,
+                         balance=d.balance)
+        _check_not_empty(plan.counts, names, collector)
+        lap("collect_plan")
+        ref = [ray.put((plan.keys, plan.split, plan.repeat, plan.label))]  # in a list: not auto-resolved
+        splits = {s: parsed.map_batches(_select, fn_kwargs={"plan": ref, "want": want}, batch_format="pyarrow")
+                  for s, want in (("eval", EVAL), ("train", TRAIN))}
+        aug_report = None
+        if cfg.augment.enabled:  # 4. augmentation of the train split only, before tokenizing
+            splits["train"], aug_report = _augment(splits["train"], splits["eval"], cfg)
+        dirs, rows = {"train_dir": os.path.join(out, "train"), "eval_dir": os.path.join(out, "eval")}, {}
+        actors = None if cfg.augment.enabled else max(1, min(_cpus(), parsed.num_blocks()))
+        for split, ds in splits.items():  # 5. tokenize (actor pool) and write Parquet
+            rows[split] = _tokenize_and_write(ds, dirs[f"{split}_dir"], spec, d.max_length, actors)
+            lap(f"tokenize_write_{split}")
+    finally:
+        ctx.execution_options.preserve_order = saved_order
+    write_label_map(os.path.join(out, LABEL_MAP), names)
+    report = build_report(
+        rows_read=collector.rows_read, rejected=dict(collector.rejected), counts=plan.counts, label_names=names,
+        blank_lines=collector.blank_lines, train_rows=rows["train"], eval_rows=rows["eval"],
+        max_class_ratio=d.max_class_ratio, balance=d.balance,
+        eval_source="data.eval" if d.eval else f"held out {d.eval_fraction:g} of data.train (stratified)",
+        paths={**dirs, "rejects_path": rejects_path, "label_map_path": os.path.join(out, LABEL_MAP)},
+        fp=fp, seconds=time.perf_counter() - start, n_files=len(files))
+    report["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+    if aug_report is not None:
+        report["augmentation"] = aug_report
+    problems = count_problems(report)
+    if problems:
+        raise RuntimeError("prepare: counts do not add up (a bug): " + "; ".join(problems))
+    tmp = os.path.join(out, REPORT + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=2)
+    os.replace(tmp, os.path.join(out, REPORT))  # written last: its presence means the outputs are complete
+    print(format_report(report))
+    return report
+
+
+def _collect(parsed, files, rejects_path: Optional[str]) -> Collector:
+    """Stream the parsed rows' small columns to the driver (the projection runs where the blocks
+    are: no text travels), writing rejects as they come. Raises UserError for unreadable files."""
+    with open(rejects_path or os.devnull, "w", encoding="utf-8") as fh:
+        collector = Collector(files, fh if rejects_path else None)
+        for batch in parsed.select_columns(COLUMNS).iter_batches(batch_format="pyarrow", batch_size=None):
+            collector.add(batch)
+    collector.raise_if_fatal()
+    return collector
+
+
+def _ensure_ray() -> None:
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env = {k: os.environ[k] for k in ("TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
+    ray.init(include_dashboard=False, runtime_env={"env_vars": env})
+
+
+def _cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@ray.remote(num_cpus=1)
+def _count_newlines(chunk: dict) -> int:
+    return count_newlines(chunk)
+
+
+def _parse(files, opts: ParseOptions) -> ray.data.MaterializedDataset:
+    """Parse every file (cut into chunks) into good and rejected rows, materialized in the object store."""
+    ascii_ok = "\n".encode(opts.encoding) == b"\n"
+    total = sum(f.size for f in files)
+    chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
+    chunks = plan_chunks(files, chunk_bytes, ascii_ok)
+    counted = [c for c in chunks if needs_line_count(c)]
+    if counted:  # a cut file's line numbers need the newlines before each chunk: count in parallel
+        counts = iter(ray.get([_count_newlines.remote(c) for c in counted]))
+        chunks = set_line_offsets(chunks, [next(counts) if needs_line_count(c) else None for c in chunks])
+    blocks = min(len(chunks), max(2 * _cpus(), total // chunk_bytes + 1))
+    ds = ray.data.from_items(chunks, override_num_blocks=blocks)
+    ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"opts": asdict(opts)})
+    return ds.materialize()
+
+
+def _parse_batch(batch: pa.Table, opts: dict) -> Iterator[pa.Table]:
+    o = ParseOptions(**{**opts, "labels": tuple(opts["labels"]) if opts["labels"] is not None else None})
+    for chunk in batch.to_pylist():
+        yield from parse_chunk(chunk, o)
+
+
+def _select(batch: pa.Table, plan: list, want: int) -> pa.Table:
+    keys, split, repeat, label = ray.get(plan[0])  # zero-copy NumPy views of the object store
+    return select_rows(batch, keys, split, repeat, label, want)
+
+
+def _check_not_empty(counts: dict, names: list[str], collector: Collector) -> None:
+    summary = (f"{collector.rows_read} rows read, {sum(collector.rejected.values())} rejected, "
+               f"{counts['duplicates_removed']} duplicates, {counts['empty_removed']} empty")
+    if sum(counts["train_after"]) == 0:
+        raise UserError(f"data.train: no training rows left ({summary})")
+    if sum(counts["eval"]) == 0:
+        raise UserError(f"no eval rows left ({summary}); give data.eval or a larger data.eval_fraction")
+    present = [n for n, c in zip(names, counts["train_before"]) if c]
+    if len(present) < 2:
+        raise UserError(f"data.train: a classifier needs at least 2 labels, found {present} ({summary})")
+
+
+def _augment(train_ds, eval_ds, cfg: Config):
+    """The train split after augmentation, and its report. The eval split is passed when the hook
+    accepts it (`eval_ds=`), so that no augmented text can equal an eval text."""
+    try:
+        from domainft.distributed.augment import augment_train
+    except ImportError as e:
+        raise UserError(f"augment.enabled is true but augmentation is not available: {e}") from None
+    if "eval_ds" in inspect.signature(augment_train).parameters:
+        return augment_train(train_ds, cfg, eval_ds=eval_ds)
+    return augment_train(train_ds, cfg)
+
+
+class _Tokenize:
+    """One tokenizer per actor, built once from the driver's spec and reused for every batch."""
+
+    def __init__(self, spec: dict, max_length: int):
+        self.encode = build_encoder(spec, max_length)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return tokenize_table(self.encode, batch)
+
+
+def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Optional[int]) -> int:
+    """Tokenize on an actor pool and write Parquet; returns the rows written (from the file footers).
+
+    `actors`: a fixed pool of that size, else an autoscaling one (1..CPUs) that leaves CPUs to the
+    stages before it (augmentation). Ray Data's autoscaler rarely grows a pool fed by a few large
+    blocks on a small cluster, so without augmentation the pool is fixed to use every CPU.
+    """
+    compute = (ray.data.ActorPoolStrategy(size=actors) if actors else
+               ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()))
+    # Ray Data logs "constructor arguments in the object store and max_restarts > 0" for every
+    # callable class (ray issue 53727); harmless here: the driver holds the arguments until the end.
+    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs={"spec": spec, "max_length": max_length},
+                        batch_size=TOKENIZE_BATCH, batch_format="pyarrow", compute=compute)
+    # Writers take no CPU slot: the tokenizer actors may hold every CPU, and a writer that waited
+    # for one would stall the pipeline (writing Parquet is light next to tokenizing).
+    ds.write_parquet(path, min_rows_per_file=MIN_ROWS_PER_FILE, ray_remote_args={"num_cpus": 0})
+    files = [os.path.join(path, n) for n in os.listdir(path) if n.endswith(".parquet")] if os.path.isdir(path) else []
+    return sum(pq.read_metadata(f).num_rows for f in files)
