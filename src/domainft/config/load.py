@@ -17,7 +17,10 @@ from domainft.config.schema import Config
 class ConfigError(ValueError):
     """All problems found in a configuration, one per line, each with its dotted key."""
 
-    def __init__(self, problems: list[str], source: str = "config"):
+    def __init__(self, problems: list[str] | str, source: str = "config"):
+        # Ray rebuilds a remote error from its message alone: keep that a one-item list, not characters.
+        if isinstance(problems, str):
+            problems = [problems]
         self.problems = problems
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)

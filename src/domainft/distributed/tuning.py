@@ -26,7 +26,8 @@ from ray.util.placement_group import PlacementGroup, placement_group_table, remo
 from domainft.config import Config, ConfigError, dump_yaml, to_dict, validate_dict
 from domainft.config.sweep import (Concurrency, SweepConfig, cannot_fit_message, load_sweep, max_concurrent_trials,
                                    max_epochs, sweep_to_dict, total_trials, trial_dict, trial_resources)
-from domainft.distributed.trainer import build_trainer, init_ray
+from domainft.distributed.cluster import init_ray
+from domainft.distributed.trainer import build_trainer
 from domainft.errors import UserError
 from domainft.tuning_results import (BEST_CONFIG, PLOT_PNG, RESULTS_CSV, best_config, format_table,
                                      plot_metric_vs_params, rank, trial_row, write_best_config, write_csv)
@@ -51,11 +52,13 @@ def run_tune(sweep_path: str, overrides: Iterable[str] = ()) -> dict:
     from domainft.distributed.datasets import ensure_prepared
 
     init_ray()
+    plan_concurrency(sweep, base_cfg, announce=False)  # a sweep that can never run fails before preparing
     return run_sweep(sweep, base_cfg, ensure_prepared(base_cfg))
 
 
-def plan_concurrency(sweep: SweepConfig, base_cfg: Config) -> Concurrency:
-    """max_concurrent_trials for this cluster; UserError when not even one trial can ever fit."""
+def plan_concurrency(sweep: SweepConfig, base_cfg: Config, announce: bool = True) -> Concurrency:
+    """max_concurrent_trials for this cluster (printed when `announce`); UserError when not even one
+    trial can ever fit."""
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
     need_cpu, need_gpu = trial_resources(base_cfg)
@@ -63,7 +66,8 @@ def plan_concurrency(sweep: SweepConfig, base_cfg: Config) -> Concurrency:
                               cap=sweep.max_concurrent_trials)
     if c.trials < 1:
         raise UserError(cannot_fit_message(c, cpus, gpus, base_cfg))
-    print(f"[tune] {c.describe(cpus, gpus)}", flush=True)
+    if announce:
+        print(f"[tune] {c.describe(cpus, gpus)}", flush=True)
     return c
 
 
@@ -198,8 +202,9 @@ def _trial(params: dict, base: dict, report: dict, pad_token_id: int, trials_dir
     try:
         cfg = validate_dict(trial_dict(base, params, out), source=f"trial {trial_id}", check_paths=False)
     except ConfigError as e:
-        # Re-raised as a one-argument error: Ray pickles trial errors, and ConfigError(problems, source)
-        # does not survive the round trip (it comes back with its message split into characters).
+        # Re-raised as a one-argument error: Ray rebuilds a trial's error from its message as a subclass
+        # of its type (RayTaskError.as_instanceof_cause), and ConfigError(problems, source) would take
+        # that message for its problem list, one character per problem.
         raise UserError(str(e)) from None
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:

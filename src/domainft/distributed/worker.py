@@ -121,6 +121,10 @@ def _group_lrs(engine, groups: list[dict]) -> dict[str, float]:
     return out
 
 
+def _format_lrs(lrs: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.2e}" for k, v in lrs.items())
+
+
 def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     # Ray Train logs every report at INFO in the worker; our own progress lines say more, once.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -173,9 +177,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
             say(f"[train] resumed from the checkpoint of epoch {state.epoch} (step {engine.global_steps}): {left}")
     elif rank == 0:
         state.lr_trace.append({"step": 1, "lrs": _group_lrs(engine, groups)})
-        say("[train] LR at step 1: " + ", ".join(f"{k} {v:.2e}" for k, v in state.lr_trace[0]["lrs"].items()))
+        say("[lr] step 1: " + _format_lrs(state.lr_trace[0]["lrs"]))
 
     progress = Progress(cfg, geo, rank, world)
+    trace_every = max(1, geo.total_steps // 500)  # a fine LR trace for the plot, at most ~500 points
     train_it, eval_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("eval")
     pad_id = int(data.get("pad_token_id") or 0)
     collate = partial(pad_batch, pad_id=pad_id)
@@ -189,8 +194,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
                 if rank == 0:
                     say(f"[unfreeze] step {step}: {event['name']} (depth {depth}) is now trainable")
             lrs = _group_lrs(engine, groups)
-            if rank == 0 and step % t.log_every_steps == 0:
+            if rank == 0 and (step % trace_every == 0 or step % t.log_every_steps == 0):
                 state.lr_trace.append({"step": step + 1, "lrs": lrs})  # the LR the next update uses
+            if rank == 0 and step % t.log_every_steps == 0:
+                say(f"[lr] step {step + 1}: " + _format_lrs(lrs))
             progress.mark(step)
             progress.maybe_print(step, epoch, t.epochs, loss, lrs)
 
