@@ -129,8 +129,8 @@ def _detach(obj: Any) -> Any:
 class GradientStop:
     """Stops the backward pass below the lowest trainable depth.
 
-    Forward hooks on every block boundary (LayerMap.boundary_module_names) detach the output of
-    frozen blocks, and forward pre-hooks on the encoder layers detach keyword inputs made from frozen
+    Frozen blocks (LayerMap.boundary_module_names) run with autograd off and their outputs are
+    detached, and forward pre-hooks on the encoder layers detach keyword inputs made from frozen
     parameters (DeBERTa's shared rel_embeddings). Since a frozen block's output no longer requires
     grad, autograd never runs backward through it or anything below it: frozen parameters keep
     grad None and cost no backward compute. With lowest trainable depth d < L+1 this cuts at the
@@ -145,8 +145,11 @@ class GradientStop:
         self.lowest_trainable = layer_map.embeddings_depth
         modules = dict(model.named_modules())
         self._handles = []
+        self._grad_modes: list[bool] = []
         for depth, names in layer_map.boundary_module_names.items():
             for name in names:
+                pre = functools.partial(self._no_grad_hook, depth=depth)
+                self._handles.append(modules[name].register_forward_pre_hook(pre))
                 hook = functools.partial(self._output_hook, depth=depth)
                 self._handles.append(modules[name].register_forward_hook(hook))
         if layer_map.layer_input_kwargs:
@@ -160,10 +163,18 @@ class GradientStop:
             raise ValueError(f"depth must be in 0..{self.layer_map.embeddings_depth}, got {depth}")
         self.lowest_trainable = depth
 
+    def _no_grad_hook(self, module: nn.Module, args: Any, *, depth: int) -> None:
+        # A frozen block runs without recording autograd state: no saved activations, less work.
+        if depth > self.lowest_trainable:
+            self._grad_modes.append(torch.is_grad_enabled())
+            torch.set_grad_enabled(False)
+
     def _output_hook(self, module: nn.Module, args: Any, output: Any, *, depth: int) -> Any:
         # Detaching every frozen block (not only the highest) is equally cheap and keeps the rule
         # simple for blocks that feed more than the next one (DeBERTa's conv reads the embeddings).
         if depth > self.lowest_trainable:
+            if self._grad_modes:
+                torch.set_grad_enabled(self._grad_modes.pop())
             return _detach(output)
         return None
 
