@@ -48,17 +48,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """raw[a][b][c] = value for key "a.b.c", creating mappings on the way."""
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     out = copy.deepcopy(raw)
     for item in overrides:
-        key, value = parse_override(item)
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        set_dotted(out, *parse_override(item))
     return out
 
 

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from domainft.config.load import ConfigError, apply_overrides, validate_dict
+from domainft.config.load import ConfigError, apply_overrides, set_dotted, validate_dict
 from domainft.config.schema import Config
 
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "choice", "grid")
@@ -219,17 +219,6 @@ def key_problem(key: str) -> Optional[str]:
         return "names a section, not a value: search its keys (e.g. optim.lr)"
     close = difflib.get_close_matches(key, list(CONFIG_KEYS), n=1, cutoff=0.6)
     return "not a train config key" + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def set_dotted(raw: dict, key: str, value: Any) -> None:
-    """raw[a][b][c] = value for key "a.b.c", creating mappings on the way."""
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
 
 
 def coerce(key: str, value: Any) -> Any:
