@@ -107,6 +107,15 @@ def test_asha_sweep_bad_sample_results_and_best_config_trains(ray_cluster, tmp_p
     assert os.path.isfile(os.path.join(trained["best_model_dir"], "model.safetensors"))
 
 
+def _cpus_free_within(ray_cluster, cpus, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if ray_cluster.available_resources().get("CPU", 0) >= cpus - 1e-6:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 @pytest.mark.timeout(600)
 def test_interrupted_optuna_sweep_resumes_without_rerunning_finished_trials(ray_cluster, tmp_path, splits, tiny_model_dir):
     # Optuna, FIFO, one trial at a time, 2 trials of 3 epochs: interrupt the sweep (SIGUSR1 is Tune's stop
@@ -137,7 +146,8 @@ def test_interrupted_optuna_sweep_resumes_without_rerunning_finished_trials(ray_
     done = [t for t, r in by_id.items() if r["status"] == "completed"]
     assert len(done) == 1 and {r["status"] for r in first["rows"]} == {"completed", "unfinished"}
     # the interrupted trial's Ray Train run was ended by Tune: its placement group is released
-    assert ray_cluster.available_resources().get("CPU", 0) == pytest.approx(2)
+    # (asynchronously: actors and bundles are returned a moment after the sweep returns)
+    assert _cpus_free_within(ray_cluster, 2, seconds=60)
     # every start of a trial rewrites its config.yaml, every start of its worker the worker's pid file
     started = {f: os.path.getmtime(os.path.join(trials, done[0], f)) for f in ("config.yaml", "workers/rank0.pid")}
 

@@ -36,3 +36,13 @@ def write_sweep(tmp_path, base_file):
         path.write_text(yaml.safe_dump(raw))
         return path
     return write
+
+
+@pytest.fixture(autouse=True)
+def no_ray_started_by_the_test():
+    """Unit tests never start Ray (a Ray already running in the same pytest session is not theirs)."""
+    import ray
+
+    before = ray.is_initialized()
+    yield
+    assert ray.is_initialized() == before, "this unit test started Ray"
