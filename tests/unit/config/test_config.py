@@ -12,12 +12,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def base(tmp_path):
-    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "x"}\n')
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    return {"output_dir": str(tmp_path / "out"), "data": {"train": str(tmp_path / "train.jsonl")},
+def base(tmp_path, corpus_and_model):
+    corpus, model = corpus_and_model
+    return {"output_dir": str(tmp_path / "out"), "data": {"train": str(corpus)},
             "model": {"name_or_path": str(model)}}
 
 
@@ -101,9 +98,9 @@ def test_overrides_parse_yaml_values():
 
 def test_relative_paths_become_absolute(base, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    raw = apply_overrides(base, ["data.train=train.jsonl", "output_dir=runs/x"])
+    raw = apply_overrides(base, ["data.train=corpus.jsonl", "output_dir=runs/x"])
     cfg = validate_dict(raw)
-    assert cfg.data.train == str(tmp_path / "train.jsonl") and cfg.output_dir == str(tmp_path / "runs" / "x")
+    assert cfg.data.train == str(tmp_path / "corpus.jsonl") and cfg.output_dir == str(tmp_path / "runs" / "x")
 
 
 def test_yaml_file_errors_name_the_file(tmp_path):

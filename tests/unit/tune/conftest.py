@@ -5,12 +5,9 @@ import yaml
 
 
 @pytest.fixture
-def base_file(tmp_path):
-    (tmp_path / "corpus.jsonl").write_text('{"text": "a", "label": "x"}\n')
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    raw = {"output_dir": "runs/base", "data": {"train": str(tmp_path / "corpus.jsonl")},
+def base_file(tmp_path, corpus_and_model):
+    corpus, model = corpus_and_model
+    raw = {"output_dir": "runs/base", "data": {"train": str(corpus)},
            "model": {"name_or_path": str(model)}, "train": {"epochs": 3},
            "scaling": {"num_workers": 2, "cpus_per_worker": 0.5}}
     path = tmp_path / "configs" / "base.yaml"
