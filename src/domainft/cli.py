@@ -100,6 +100,7 @@ def cmd_setup_wordnet(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainft", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("validate", cmd_validate, "validate a config and print it resolved"),
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
+    for p in sub.choices.values():  # `domainft train CONFIG --debug` works as well as `domainft --debug train`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -133,12 +136,34 @@ def main(argv: list[str] | None = None) -> int:
     _env_defaults()
     try:
         return args.fn(args)
-    except ConfigError as e:
+    except (ConfigError, UserError) as e:  # the user's input: one clear message, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # a bug: keep its traceback (on screen with --debug, else in a file)
+        if args.debug:
+            raise
+        path = _write_traceback()
+        print(f"error: internal error (a bug, not a problem with your input): {type(e).__name__}: "
+              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}\n  traceback: {path} "
+              f"(or run again with --debug)", file=sys.stderr)
+        return 1
+
+
+def _write_traceback() -> str:
+    import tempfile
+    import time
+    import traceback
+
+    d = os.path.join(os.path.expanduser("~"), ".cache", "domainft", "logs")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        d = tempfile.gettempdir()
+    path = os.path.join(d, f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    with open(path, "w", encoding="utf-8") as f:
+        traceback.print_exc(file=f)
+    return path
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,9 @@ from typing import Optional
 
 from domainft.config import Config
 from domainft.core import build_layer_map, build_model_from_config, estimate_all_stages, peak_lrs, thaw_schedule
+from domainft.core.geometry import geometry
 from domainft.engine.ds_config import build_ds_config
+from domainft.errors import UserError
 
 
 def _train_rows(cfg: Config) -> Optional[int]:
@@ -30,11 +32,13 @@ def make_plan(cfg: Config, num_gpus: Optional[int] = None) -> dict:
     lmap = build_layer_map(model)
     counts = lmap.param_counts(model)
     rows = _train_rows(cfg)
-    steps_per_epoch = None
+    steps_per_epoch = global_batch = None
     if rows:
-        steps_per_epoch = max(1, (rows // sc.num_workers) // (t.batch_size * t.grad_accum))
-        if t.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
+        try:
+            geo = geometry(rows, sc.num_workers, t.batch_size, t.grad_accum, t.epochs, t.max_steps_per_epoch)
+        except ValueError as e:
+            raise UserError(f"{cfg.output_dir}/data: {e}") from None
+        steps_per_epoch, global_batch = geo.steps_per_epoch, geo.global_batch
     # Without prepared data, express the timeline with one "step" per epoch.
     spe = steps_per_epoch or 1
     schedule = thaw_schedule(lmap.num_layers, uf.initial_layers, spe, every_epochs=uf.every_epochs,
@@ -60,7 +64,8 @@ def make_plan(cfg: Config, num_gpus: Optional[int] = None) -> dict:
                                  cfg.deepspeed.offload_params)
     return {"model": cfg.model.name_or_path, "family": lmap.family, "num_layers": lmap.num_layers,
             "total_params": total, "trainable_params": trainable, "train_rows": rows,
-            "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * t.epochs if steps_per_epoch else None,
+            "steps_per_epoch": steps_per_epoch, "global_batch": global_batch or t.batch_size * t.grad_accum * sc.num_workers,
+            "total_steps": steps_per_epoch * t.epochs if steps_per_epoch else None,
             "groups": groups, "deepspeed": ds, "memory_gpus": gpus, "memory": memory,
             "zero_stage": cfg.deepspeed.zero_stage}
 
@@ -73,8 +78,8 @@ def format_plan(p: dict) -> str:
     lines = [f"model {p['model']} ({p['family']}, {p['num_layers']} layers): {p['total_params']:,} parameters, "
              f"{p['trainable_params']:,} trained in this run"]
     if p["steps_per_epoch"]:
-        lines.append(f"{p['train_rows']} train rows -> {p['steps_per_epoch']} optimizer steps/epoch, "
-                     f"{p['total_steps']} in all")
+        lines.append(f"{p['train_rows']} train rows, global batch {p['global_batch']} -> {p['steps_per_epoch']} "
+                     f"optimizer steps/epoch, {p['total_steps']} in all")
     else:
         lines.append("(no prepared data yet: run `domainft prepare` for step numbers; timeline in epochs)")
     lines += ["", "group         depth      params    peak_lr  trainable from"]

@@ -47,8 +47,9 @@ def token_splits():
     return write_token_splits
 
 
-def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0):
-    """Prepared-split Parquet (input_ids, label) for an easy task: a class marker token fills half the row."""
+def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0, eval_files=1):
+    """Prepared-split Parquet (input_ids, label) for an easy task: a class marker token fills half the row.
+    The eval split is written as `eval_files` files of unequal sizes (a big split is several files)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -65,8 +66,12 @@ def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0):
             rows.append([101] + ids.tolist() + [102])
         d = root / split
         d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "label": labels.astype("int64")}),
-                       d / "part-0.parquet")
+        table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "label": labels.astype("int64")})
+        parts = eval_files if split == "eval" else 1
+        inner = sorted(rng.choice(np.arange(1, n), parts - 1, replace=False).tolist()) if parts > 1 else []
+        cuts = [0, *inner, n]
+        for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            pq.write_table(table.slice(a, b - a), d / f"part-{i}.parquet")
         out[f"{split}_dir"], out[f"{split}_rows"] = str(d), n
     out["label_names"] = [f"class_{i}" for i in range(num_classes)]
     return out

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from domainft.config import apply_overrides, validate_dict
 from domainft.distributed.trainer import train_prepared
+from domainft.errors import UserError
 
 EPOCHS = 3
 
@@ -33,7 +34,7 @@ def _cfg(out, data, model_dir, *overrides):
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory, token_splits):
-    return token_splits(tmp_path_factory.mktemp("splits"))
+    return token_splits(tmp_path_factory.mktemp("splits"), n_eval=300, eval_files=5)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_two_workers_zero2_llrd_unfreezing_and_export(baseline, splits, tiny_mod
     cfg, summary = baseline
     hist = summary["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3]
-    assert all(h["eval_rows"] == splits["eval_rows"] for h in hist)  # eval is not split: no row dropped
+    assert all(h["eval_rows"] == splits["eval_rows"] for h in hist)  # eval is split unevenly: no row dropped
     assert summary["best"]["macro_f1"] == max(h["macro_f1"] for h in hist)
     assert summary["best"]["accuracy"] > 0.9
 
@@ -84,6 +85,9 @@ def test_two_workers_zero2_llrd_unfreezing_and_export(baseline, splits, tiny_mod
     top = "bert.encoder.layer.3.attention.self.query.weight"
     assert not torch.equal(before[top], after[top])
 
+    # exact eval over 5 eval files on 2 workers: the reported matrix is that of scoring the exported model
+    assert _direct_confusion(best, splits) == summary["best"]["confusion"]
+
     # loads without domainft, with its label names
     code = ("import sys,torch; from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T;"
             "m=M.from_pretrained(sys.argv[1]); t=T.from_pretrained(sys.argv[1]);"
@@ -92,6 +96,21 @@ def test_two_workers_zero2_llrd_unfreezing_and_export(baseline, splits, tiny_mod
     out = subprocess.run([sys.executable, "-c", code, best], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in splits["label_names"]
+
+
+def _direct_confusion(model_dir, splits):
+    import pyarrow.parquet as pq
+    from transformers import AutoModelForSequenceClassification
+
+    from domainft.core.batching import pad_batch
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    table = pq.read_table(splits["eval_dir"])
+    batch = pad_batch({"input_ids": table.column("input_ids").to_pylist(), "label": table.column("label").to_numpy()})
+    with torch.no_grad():
+        preds = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
+    k = len(splits["label_names"])
+    return torch.bincount(batch["labels"] * k + preds, minlength=k * k).view(k, k).tolist()
 
 
 @pytest.mark.timeout(900)
@@ -106,6 +125,8 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(baseline, ray_cluster, tm
         while time.time() < deadline and not glob.glob(os.path.join(storage, "*", "epoch_001")):
             time.sleep(0.2)
         time.sleep(0.5)  # into epoch 2
+        state = glob.glob(os.path.join(storage, "*", "epoch_001", "domainft_state.json"))[0]
+        killed["epoch1"] = json.loads(open(state).read())["history"][0]
         pid = int(open(pid_file).read())
         killed["pid"] = pid
         os.kill(pid, signal.SIGKILL)
@@ -117,13 +138,29 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(baseline, ray_cluster, tm
     assert "pid" in killed, "the worker was never killed"
     assert int(open(pid_file).read()) != killed["pid"], "rank 1 was not restarted"
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    # resumed from epoch 1's checkpoint (a retrain from scratch would show no resume, or epoch 0)
+    assert [r["epoch"] for r in summary["resumed_from"]] == [1]
+    assert summary["history"][0] == killed["epoch1"]  # epoch 1's record restored, not recomputed
     _, base = baseline
     assert abs(summary["history"][-1]["macro_f1"] - base["history"][-1]["macro_f1"]) <= 0.02
 
 
+@pytest.mark.timeout(900)
+def test_worker_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(ray_cluster, tmp_path, splits,
+                                                                                tiny_model_dir, monkeypatch):
+    """Rank 1 dies between writing its epoch-2 shard and reporting it: the group restarts from epoch 1."""
+    cfg = _cfg(tmp_path / "out", splits, tiny_model_dir, "train.max_steps_per_epoch=6")
+    monkeypatch.setenv("DOMAINFT_FAILPOINT", "checkpoint:1:2")
+    summary = train_prepared(cfg, splits)
+    assert os.path.exists(os.path.join(cfg.output_dir, "workers", "failpoint-checkpoint-1-2")), "never fired"
+    assert [r["epoch"] for r in summary["resumed_from"]] == [1]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert os.path.isfile(os.path.join(summary["best_model_dir"], "model.safetensors"))
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("stage,precision,extra", [
-    (0, "fp32", ()),  # gradual: the bottom layer is still frozen after epoch 1
+    (1, "fp32", ()),  # gradual: the bottom layers are frozen for the whole 1-epoch run (ZeRO 1 drops them)
     (3, "bf16", ("unfreeze.every_epochs=0",)),
 ])
 def test_other_zero_stages_export(ray_cluster, tmp_path, splits, tiny_model_dir, stage, precision, extra):
@@ -135,7 +172,7 @@ def test_other_zero_stages_export(ray_cluster, tmp_path, splits, tiny_model_dir,
     before = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
     assert set(after) == set(before)
     bottom = "bert.encoder.layer.0.attention.self.query.weight"
-    if stage == 0:
+    if stage == 1:
         assert torch.equal(before[bottom], after[bottom])
     else:
         assert not torch.equal(before[bottom], after[bottom])
@@ -148,3 +185,20 @@ def test_identical_resubmission_resumes_instead_of_retraining(baseline, splits):
     assert [h["epoch"] for h in again["history"]] == [1, 2, 3]
     assert again["history"] == first["history"]  # restored, not retrained
     assert again["best"]["epoch"] == first["best"]["epoch"]
+
+
+@pytest.mark.timeout(600)
+def test_early_stopped_run_is_not_extended_and_a_changed_config_is_refused(ray_cluster, tmp_path, splits,
+                                                                          tiny_model_dir):
+    # LR 1e-12: nothing moves, so epoch 2 does not improve on epoch 1 and patience 1 stops the run there
+    cfg = _cfg(tmp_path / "out", splits, tiny_model_dir, "optim.lr=1e-12", "train.early_stopping_patience=1",
+               "train.max_steps_per_epoch=2", "run.name=stopper")
+    first = train_prepared(cfg, splits)
+    assert [h["epoch"] for h in first["history"]] == [1, 2] and first["stopped_early"] == 2
+    again = train_prepared(cfg, splits)  # the same run resubmitted: no further epoch
+    assert [h["epoch"] for h in again["history"]] == [1, 2] and again["history"] == first["history"]
+    assert [r["epoch"] for r in again["resumed_from"]] == [2]
+    changed = _cfg(tmp_path / "out", splits, tiny_model_dir, "optim.lr=2e-12", "train.early_stopping_patience=1",
+                   "train.max_steps_per_epoch=2", "run.name=stopper")
+    with pytest.raises(UserError, match=r"run.name 'stopper'.*optim.lr: 1e-12 in the checkpoint, 2e-12 now"):
+        train_prepared(changed, splits)

@@ -29,5 +29,6 @@ def pad_batch(batch: Mapping[str, np.ndarray], pad_id: int = 0, pad_to_multiple_
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
-        "labels": torch.as_tensor(np.asarray(batch["label"], dtype=np.int64)),
+        "labels": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),  # a copy: Arrow views are read-only
     }
+

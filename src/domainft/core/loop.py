@@ -5,7 +5,7 @@ and `global_steps`. Nothing here knows about Ray or DeepSpeed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 import torch
 import torch.distributed as dist
@@ -94,41 +94,51 @@ def train_epoch(
     return {"train_loss": (loss_sum / max(seen, 1)).item(), "micro_batches": float(seen)}  # one sync per epoch
 
 
-def _rounds(batches: Iterable[dict], world: int) -> Iterator[list[dict]]:
-    buf: list[dict] = []
-    for b in batches:
-        buf.append(b)
-        if len(buf) == world:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
+def _dummy_batch(device: torch.device) -> dict[str, torch.Tensor]:
+    ids = torch.zeros((1, 8), dtype=torch.int64, device=device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(1, dtype=torch.int64,
+                                                                                            device=device)}
+
+
+def _any_rank_has(has: bool, device: torch.device) -> bool:
+    flag = torch.tensor([1 if has else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())  # host sync: once per eval round
 
 
 @torch.no_grad()
 def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classes: int, device: torch.device,
-             rank: int = 0, world: int = 1) -> tuple[torch.Tensor, float, int]:
-    """Distributed eval over an unsplit iterator: batch i belongs to rank i % world.
+             world: int = 1) -> tuple[torch.Tensor, float, int]:
+    """Distributed eval over this rank's own shard of the eval split (every row on exactly one rank).
 
-    Every rank runs the same number of forwards (a rank without a batch in the last round repeats one
-    with weight 0) because ZeRO-3 gathers parameters collectively inside forward.
+    Shards may differ in size (the eval split is not cut to equal lengths, so no row is dropped),
+    yet ranks step in lockstep: each round every rank runs one forward, a rank whose shard is done
+    repeats its last batch (or a 1-row dummy) with weight 0, until no rank has a batch left.
+    ZeRO-3 gathers parameters collectively inside forward, so an unequal number of forwards hangs.
+
     Returns:
-        (confusion matrix [true, pred] summed over ranks, mean loss, rows evaluated).
+        (confusion matrix [true, pred] summed over ranks, mean loss, rows evaluated over all ranks).
     """
     cm = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
     stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
-    for group in _rounds(batches, world):
-        mine = group[rank] if rank < len(group) else group[0]
-        weight = 1.0 if rank < len(group) else 0.0
-        batch = {k: v.to(device, non_blocking=True) for k, v in mine.items()}
+    distributed = world > 1 and dist.is_available() and dist.is_initialized()
+    it, last = iter(batches), None
+    while True:
+        batch = next(it, None)
+        if batch is not None:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if not (_any_rank_has(batch is not None, device) if distributed else batch is not None):
+            break
+        if batch is None:  # this rank is done: a weight-0 forward keeps ZeRO-3's gathers matched
+            engine(**(last if last is not None else _dummy_batch(device)))
+            continue
+        last = batch
         out = engine(**batch)
-        if weight:
-            preds = out.logits.argmax(-1)
-            labels = batch["labels"]
-            cm += torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
-            stats[0] += out.loss.double() * labels.numel()
-            stats[1] += labels.numel()
-    if world > 1 and dist.is_available() and dist.is_initialized():
+        preds, labels = out.logits.argmax(-1), batch["labels"]
+        cm += torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+        stats[0] += out.loss.double() * labels.numel()
+        stats[1] += labels.numel()
+    if distributed:
         dist.all_reduce(cm)
         dist.all_reduce(stats)
     rows = int(stats[1].item())

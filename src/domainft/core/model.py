@@ -37,7 +37,7 @@ def build_config(name_or_path: str, label_names: Sequence[str], trust_remote_cod
 
 
 def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,
-                revision: Optional[str] = None, torch_dtype: Optional[torch.dtype] = None) -> PreTrainedModel:
+                revision: Optional[str] = None, torch_dtype: Optional[torch.dtype] = torch.float32) -> PreTrainedModel:
     """Pretrained encoder + a new classification head.
 
     Args:
@@ -45,8 +45,10 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
         label_names: Class names in id order (become num_labels, id2label, label2id).
         trust_remote_code: Allow model code shipped with the checkpoint.
         revision: Hub revision to pin.
-        torch_dtype: Load the weights in this dtype (passed as transformers' `dtype`); default
-            the checkpoint's / fp32.
+        torch_dtype: Load the weights in this dtype (transformers' `dtype`). fp32 by default:
+            transformers 5 would otherwise load in the checkpoint's own dtype ("auto"), and a bf16
+            hub checkpoint would then train in bf16 under `train.precision: fp32` (DeepSpeed makes
+            the bf16 copies itself when asked). None: the checkpoint's dtype.
 
     Returns:
         An AutoModelForSequenceClassification. A checkpoint that already has a head of another
@@ -56,7 +58,7 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
     return AutoModelForSequenceClassification.from_pretrained(
         name_or_path, config=config, trust_remote_code=trust_remote_code, revision=revision,
-        ignore_mismatched_sizes=True, **kwargs)
+        ignore_mismatched_sizes=True, use_safetensors=True, **kwargs)  # never unpickle a .bin
 
 
 def build_model_from_config(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,

@@ -151,7 +151,8 @@ class GradientStop:
                 pre = functools.partial(self._no_grad_hook, depth=depth)
                 self._handles.append(modules[name].register_forward_pre_hook(pre))
                 hook = functools.partial(self._output_hook, depth=depth)
-                self._handles.append(modules[name].register_forward_hook(hook))
+                # always_call: the hook also runs when the block raises, so grad mode is restored.
+                self._handles.append(modules[name].register_forward_hook(hook, always_call=True))
         if layer_map.layer_input_kwargs:
             for depth in range(1, layer_map.num_layers + 1):
                 module = modules[layer_map.block_module_names[depth]]
@@ -175,7 +176,7 @@ class GradientStop:
         if depth > self.lowest_trainable:
             if self._grad_modes:
                 torch.set_grad_enabled(self._grad_modes.pop())
-            return _detach(output)
+            return None if output is None else _detach(output)
         return None
 
     def _input_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:

@@ -2,7 +2,7 @@
 checkpoint as a Hugging Face directory with metrics.json and plots."""
 from __future__ import annotations
 
-import hashlib
+import glob
 import json
 import os
 import time
@@ -11,17 +11,46 @@ from typing import Any, Optional
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train import LoggingConfig
+from ray.train import TrainingFailedError
 from ray.train.torch import TorchTrainer
 
-from domainft.config import Config, to_dict
+from domainft.config import Config, ConfigError, to_dict
+from domainft.config.identity import identity_differences, identity_hash, run_identity
+from domainft.core.geometry import geometry
 from domainft.distributed.cluster import init_ray
-from domainft.distributed.worker import CKPT_TAG, STATE_FILE, geometry, train_fn_per_worker
+from domainft.distributed.recipe import CKPT_TAG, STATE_FILE
+from domainft.distributed.worker import train_fn_per_worker
 from domainft.errors import UserError
 
-def _loop_config(cfg: Config, report: dict, pad_token_id: int) -> dict[str, Any]:
-    return {"config": to_dict(cfg),
+def _loop_config(cfg: Config, report: dict, pad_token_id: int, identity: dict) -> dict[str, Any]:
+    return {"config": to_dict(cfg), "identity": identity,
+            "failpoint": os.environ.get("DOMAINFT_FAILPOINT"),  # fault injection for the restart tests only
             "data": {"label_names": report["label_names"], "train_rows": report["train_rows"],
                      "eval_rows": report["eval_rows"], "pad_token_id": pad_token_id}}
+
+
+class ExactEvalDataConfig(DataConfig):
+    """Both splits are sharded, but differently (a documented extension point of Ray Train).
+
+    - train: `streaming_split(equal=True)`: every rank gets the same number of rows, hence the same
+      number of optimizer steps (unequal counts hang the gradient all-reduce).
+    - eval: `streaming_split(equal=False)`: every row goes to exactly one rank and none is dropped.
+      Giving every rank the whole, unsplit dataset and taking every world-th batch would assume
+      that ranks see the same batch order, which Ray Data does not promise for several blocks.
+    """
+
+    def __init__(self):
+        super().__init__(datasets_to_split=["train", "eval"])
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output = [{} for _ in range(world_size)]
+        for name, ds in datasets.items():
+            ds = ds.copy(ds)
+            ds.context.execution_options = DataConfig.default_ingest_options()
+            for rank, shard in enumerate(ds.streaming_split(world_size, equal=name != "eval",
+                                                            locality_hints=worker_node_ids)):
+                output[rank][name] = shard
+        return output
 
 
 def _datasets(report: dict, cfg: Config) -> dict:
@@ -39,15 +68,15 @@ def _datasets(report: dict, cfg: Config) -> dict:
     return {"train": train, "eval": evals}
 
 
-def run_fingerprint(cfg: Config, report: dict) -> str:
-    """Ray Train resumes a run of the same name from its latest checkpoint. The default name carries
-    this hash, so an identical resubmission resumes and a changed config or dataset starts afresh."""
-    raw = to_dict(cfg)
-    for section, key in (("run", "max_failures"), ("run", "keep_checkpoints"), ("train", "log_every_steps"),
-                         ("augment", "ab")):
-        raw[section].pop(key, None)
-    raw["_data"] = report.get("fingerprint") or [report.get("train_dir"), report.get("train_rows")]
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]
+def run_name(cfg: Config, identity: dict) -> str:
+    """`run.name`, else `<output_dir name>-<hash of the run identity>`: Ray Train resumes a run of the
+    same name from its latest checkpoint, so an identical resubmission resumes and a changed config
+    or dataset starts afresh."""
+    return cfg.run.name or f"{os.path.basename(cfg.output_dir.rstrip('/')) or 'run'}-{identity_hash(identity)}"
+
+
+def storage_of(cfg: Config) -> str:
+    return cfg.run.storage_path or os.path.join(cfg.output_dir, "ray")
 
 
 def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optional[list] = None,
@@ -55,16 +84,18 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
     """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way."""
     sc, rc = cfg.scaling, cfg.run
     geometry(report["train_rows"], sc.num_workers, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs)
+    identity = run_identity(cfg, report.get("fingerprint") or [report.get("train_dir"), report.get("train_rows")])
     metric = cfg.train.metric_for_best
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": 1} if sc.use_gpu else {})
+    storage = storage_path or storage_of(cfg)
+    check_resumable(storage, name or run_name(cfg, identity), identity, explicit=bool(name or rc.name))
+    name = name or run_name(cfg, identity)
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=_loop_config(cfg, report, pad_token_id),
+        train_loop_config=_loop_config(cfg, report, pad_token_id, identity),
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=name or rc.name or f"{os.path.basename(cfg.output_dir.rstrip('/')) or 'run'}-"
-                                             f"{run_fingerprint(cfg, report)}",
-            storage_path=storage_path or rc.storage_path or os.path.join(cfg.output_dir, "ray"),
+            name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=rc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=rc.keep_checkpoints, checkpoint_score_attribute=metric,
                                                checkpoint_score_order="min" if metric == "loss" else "max"),
@@ -73,9 +104,50 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=_datasets(report, cfg),
-        # Eval is not split: every rank sees all of it and takes every world-th batch (no row dropped).
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=ExactEvalDataConfig(),
     )
+
+
+def _saved_identities(run_dir: str) -> list[tuple[int, dict]]:
+    """(epoch, identity) of each checkpoint Ray kept for a run, latest last."""
+    out = []
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "epoch_*", STATE_FILE)):
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            continue
+        out.append((int(state.get("epoch", 0)), state.get("identity") or {}))
+    return sorted(out, key=lambda e: e[0])
+
+
+def check_resumable(storage: str, name: str, identity: dict, explicit: bool) -> None:
+    """Before fit(): a run directory whose checkpoints were made by another config is an error (with an
+    explicit name) naming each key that differs; with the default name, a sibling run that differs
+    (e.g. only in train.epochs) is announced, since this run starts afresh beside it."""
+    if "://" in storage:
+        return  # remote storage: the worker compares the identity when it restores
+    saved = _saved_identities(os.path.join(storage, name))
+    if saved and saved[-1][1]:
+        differ = identity_differences(saved[-1][1], identity)
+        if differ:
+            raise UserError(f"run.name {name!r}: its checkpoints in {os.path.join(storage, name)} were made with "
+                            f"another config ({'; '.join(differ)}). The run cannot continue with these settings: "
+                            f"use another run.name, or remove that folder to start afresh")
+        return
+    if explicit:
+        return
+    prefix = name.rsplit("-", 1)[0] + "-"
+    for other in sorted(glob.glob(os.path.join(glob.escape(storage), glob.escape(prefix) + "*"))):
+        sib = _saved_identities(other)
+        if other.endswith(name) or not sib or not sib[-1][1]:
+            continue
+        differ = identity_differences(sib[-1][1], identity)
+        if len(differ) <= 3:
+            print(f"[train] starting afresh as run {name}: {other} holds a run of this output_dir with other "
+                  f"settings ({'; '.join(differ)}); a finished run is never extended, since these settings "
+                  f"change its LR and unfreezing schedules", flush=True)
+            return
 
 
 def run_train(cfg: Config) -> dict:
@@ -96,14 +168,34 @@ def train_prepared(cfg: Config, report: dict, callbacks: Optional[list] = None, 
     trainer = build_trainer(cfg, report, pad_token_id=tokenizer.pad_token_id or 0, callbacks=callbacks)
     try:
         result = trainer.fit()
-    except Exception as e:  # Ray wraps worker errors; surface the worker's own message
-        raise UserError(f"training failed: {e}") from e
+    except TrainingFailedError as e:
+        raise user_error_of(e) or e
+    if result.error is not None:
+        raise user_error_of(result.error) or result.error
     summary = finalize(cfg, result, report)
     summary["seconds"] = round(time.time() - t0, 1)
     write_json(os.path.join(cfg.output_dir, "metrics.json"), summary)
     if not quiet:
         print(format_summary(summary))
     return summary
+
+
+def user_error_of(error: BaseException) -> Optional[UserError]:
+    """The user error (bad config, bad data) behind a Ray Train failure, as a UserError with its own
+    message; None for anything else, which is a bug and keeps its traceback."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        if isinstance(e, (UserError, ConfigError)):
+            return UserError(str(e).strip().splitlines()[0] if isinstance(e, UserError) else str(e))
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+        todo += list((getattr(e, "worker_failures", None) or {}).values())
+        todo += [getattr(e, "controller_failure", None)]
+    return None
 
 
 def best_checkpoint(result, metric: str):
@@ -114,27 +206,32 @@ def best_checkpoint(result, metric: str):
 
 
 def finalize(cfg: Config, result, report: dict) -> dict:
-    """Export the best checkpoint (consolidated from ZeRO) and collect history, LR trace and plots."""
+    """Export the best checkpoint (its trained fp32 weights over the pretrained model) and collect
+    history, LR trace and plots."""
     from domainft.core import export_hf, plot_group_lrs, plot_learning_curves
-    from domainft.engine.consolidate import full_state_dict
+    from domainft.engine.consolidate import trained_fp32_state_dict
 
     metric = cfg.train.metric_for_best
     best_ckpt, best_metrics = best_checkpoint(result, metric)
     best_dir = os.path.join(cfg.output_dir, "best")
-    with best_ckpt.as_directory() as d:
-        state_dict = full_state_dict(d, CKPT_TAG)
-        export_hf(state_dict, cfg.model.name_or_path, report["label_names"], cfg.model.name_or_path, best_dir,
-                  trust_remote_code=cfg.model.trust_remote_code)
     with result.checkpoint.as_directory() as d:
         state = json.loads(open(os.path.join(d, STATE_FILE)).read())
+    group_names = [g["param_names"] for g in state["groups"]]
+    trained = [n for names in group_names for n in names]
+    with best_ckpt.as_directory() as d:
+        export_hf(trained_fp32_state_dict(d, CKPT_TAG, group_names), cfg.model.name_or_path, report["label_names"],
+                  cfg.model.name_or_path, best_dir, trust_remote_code=cfg.model.trust_remote_code,
+                  revision=cfg.model.revision, required=trained)
     history = state["history"]
     best = next(h for h in history if h["epoch"] == best_metrics["epoch"])
     plots = {"learning_curves": os.path.join(cfg.output_dir, "learning_curves.png"),
              "group_lrs": os.path.join(cfg.output_dir, "group_lrs.png")}
     plot_learning_curves(history, plots["learning_curves"])
     plot_group_lrs(state["lr_trace"], plots["group_lrs"], events=state["unfreeze_events"])
+    groups = [{k: v for k, v in g.items() if k != "param_names"} for g in state["groups"]]
     return {"best": best, "metric_for_best": metric, "history": history, "best_model_dir": best_dir,
-            "lr_trace": state["lr_trace"], "unfreeze_events": state["unfreeze_events"], "groups": state["groups"],
+            "lr_trace": state["lr_trace"], "unfreeze_events": state["unfreeze_events"], "groups": groups,
+            "resumed_from": state.get("resumed_from", []), "stopped_early": state.get("stopped_early"),
             "plots": plots, "label_names": report["label_names"],
             "data": {k: report[k] for k in ("train_rows", "eval_rows") if k in report},
             "checkpoint": best_ckpt.path, "config": to_dict(cfg)}

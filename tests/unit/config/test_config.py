@@ -125,3 +125,24 @@ def test_readme_config_reference_is_in_sync():
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert embed(text) == text, "run: python -m domainft.config.reference --write README.md"
+
+
+def test_cli_exit_codes_user_error_2_bug_1_with_traceback(tmp_path, monkeypatch, capsys):
+    """A user error is one line and exit 2; a bug says so, keeps its traceback in a file, exits 1."""
+    import domainft.cli as cli
+
+    assert cli.main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+    def bug(args):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(cli, "cmd_validate", bug)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cli.main(["validate", "x.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error (a bug" in err and "KeyError" in err
+    log = err.split("traceback: ")[1].split(" ")[0]
+    assert "Traceback (most recent call last)" in open(log).read()
+    with pytest.raises(KeyError):
+        cli.main(["validate", "x.yaml", "--debug"])

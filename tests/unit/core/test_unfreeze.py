@@ -257,3 +257,21 @@ def test_detaches_any_output_structure(kind):
     assert model.emb.lin.weight.grad is not None
     with pytest.raises(ValueError):
         gs.set_lowest_trainable(3)
+
+
+def test_grad_mode_is_restored_when_a_frozen_block_raises(make_model, make_batch):
+    """A frozen block runs with autograd off; if it raises (bad input, OOM), grad mode must come back,
+    or every later forward in the process silently builds no graph."""
+    model = make_model("bert", num_layers=4)
+    lmap = build_layer_map(model)
+    stop = GradientStop(model, lmap)
+    stop.set_lowest_trainable(1)  # layers below the top one are frozen
+    bottom = model.bert.encoder.layer[0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    bottom.forward = broken
+    with pytest.raises(RuntimeError, match="boom"):
+        model(**make_batch())
+    assert torch.is_grad_enabled()
