@@ -180,7 +180,8 @@ def test_latest_image_from_an_overlay(tree):
 def test_untagged_image(tree):
     edit(tree, TRAIN_JOB, lambda d: at(d, "spec", "submitterPodTemplate", "spec", "containers", 0).update(
         image="rayproject/ray"))
-    assert only(validate(tree / "base"), path="submitterPodTemplate.spec.containers[0].image", message="has no tag")
+    assert only(validate(tree / "base"), file=TRAIN_JOB, path="submitterPodTemplate.spec.containers[0].image",
+                message="has no tag")
 
 
 def test_missing_config_file_in_entrypoint(tree):
@@ -315,7 +316,9 @@ def test_overlay_patch_breaking_the_schema(tree):
     edit(tree, "overlays/cpu-smoke/rayjob-cpu.yaml",
          lambda ops: ops.append({"op": "add", "path": "/spec/rayClusterSpec/workerGroupSpecs/0/gpus", "value": 0}))
     hits = only(validate(tree), path="spec.rayClusterSpec.workerGroupSpecs[0].gpus")
-    assert {h.name for h in hits} == {"domainft-train", "domainft-tune"}
+    # named on the base files the RayJobs come from, rendered by the overlay whose patch broke them
+    assert {(h.file.split("k8s/")[-1], h.name) for h in hits} == {
+        (TRAIN_JOB, "domainft-train"), ("base/rayjob-tune.yaml", "domainft-tune")}
     assert all(h.via.endswith("cpu-smoke/kustomization.yaml") and "unknown field" in h.message for h in hits)
 
 
@@ -404,7 +407,7 @@ def test_sweep_output_must_be_on_shared_storage(tree):
 def test_dev_shm_must_hold_rays_object_store(tree):
     """Ray sizes the object store at 30% of 64 GiB capped at max(10 GB, 95% of /dev/shm): 9.3 GiB, on disk."""
     edit(tree, TRAIN_JOB, lambda d: at(d, *WORKER, "volumes", 1, "emptyDir").update(sizeLimit="4Gi"))
-    hits = only(validate(tree), path="workerGroupSpecs[0].template.spec.volumes[1].emptyDir.sizeLimit")
+    hits = only(validate(tree), file=TRAIN_JOB, path="workerGroupSpecs[0].template.spec.volumes[1].emptyDir.sizeLimit")
     assert hits and "smaller than Ray's object store (9.3 GiB" in hits[0].message
     edit(tree, TRAIN_JOB, lambda d: at(d, "spec", "rayClusterSpec", "workerGroupSpecs", 0).update(
         rayStartParams={"object-store-memory": str(3 * 2**29)}))  # fits the cpu-smoke 2Gi too
