@@ -86,7 +86,7 @@ def cmd_tune(a) -> int:
 def cmd_k8s_validate(a) -> int:
     from domainft.deploy.k8s import format_findings, validate_tree
 
-    findings = validate_tree(a.path)
+    findings = validate_tree(a.path, build_parser())
     print(format_findings(findings))
     return 1 if findings else 0
 
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_tune)
     p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
     p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
-    p.set_defaults(fn=cmd_k8s_validate)
+    p.set_defaults(fn=cmd_k8s_validate, runs_models=False)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _env_defaults()
+    if getattr(args, "runs_models", True):  # _env_defaults imports torch: not for checks of manifests
+        _env_defaults()
     try:
         return args.fn(args)
     except (ConfigError, UserError) as e:  # the user's input: one clear message, exit 2

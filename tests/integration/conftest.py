@@ -4,6 +4,7 @@ Every integration test gets the `integration` marker and a timeout: the known Ra
 hangs on a small machine are silent.
 """
 import os
+import secrets
 
 import pytest
 
@@ -15,14 +16,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
     import ray
 
     if not ray.is_initialized():
+        # Token auth on, whatever the shell says: with RAY_AUTH_MODE unset, Ray 2.60's ray.init turns it on
+        # for a new local cluster (and refreshes its own cached config). The token is this session's:
+        # left to itself ray.init writes ~/.ray/auth_token, which then silently turns auth on for every
+        # later `ray start --head` of this user.
+        token = tmp_path_factory.mktemp("ray_auth") / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):  # RAY_AUTH_TOKEN would come before the file
+            os.environ.pop(var, None)
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
         ray.init(num_cpus=int(os.environ.get("DOMAINFT_TEST_CPUS", "2")), include_dashboard=False,
                  object_store_memory=256 * 1024**2, log_to_driver=True,
                  runtime_env={"env_vars": {k: os.environ[k] for k in (
                      "DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE") if k in os.environ}})
+        assert os.environ.get("RAY_AUTH_MODE") == "token", "ray.init did not turn token auth on"
     yield ray
     ray.shutdown()
 

@@ -1,6 +1,7 @@
 """Deployment checks: Kubernetes manifests (KubeRay CRDs, kustomize) validated without a cluster.
 
-Imports neither Ray nor DeepSpeed.
+Renders kustomizations with `kubectl kustomize`; imports neither torch, transformers, Ray nor
+DeepSpeed, and nothing above it (the CLI passes its parser in).
 """
 from domainft.deploy.k8s import Finding, format_findings, validate_tree
 

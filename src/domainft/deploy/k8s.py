@@ -1,36 +1,38 @@
 """`domainft k8s-validate`: check a folder of Kubernetes manifests without a cluster.
 
 What is checked, per YAML file under the folder:
-- every kustomization is rendered (bases and overlays, see kustomize.py) and what it would
-  submit is checked, so a patch in an overlay cannot break what the base got right;
+- every kustomization is rendered by the real `kubectl kustomize` (render.py) and what it would
+  submit is checked, each object reported on the file it came from (kustomize's origin
+  annotations), so a patch in an overlay cannot break what the base got right;
 - every manifest not part of a kustomization is checked on its own;
 - KubeRay kinds against the vendored CRD schemas (unknown fields, types, quantities, duplicate
-  list keys), plus the operator's own name rules; standard kinds (ConfigMap,
-  PersistentVolumeClaim, Service, ...) structurally;
-- our rules (pods.py, rayjobs.py): pinned images, non-root and hardened pods, requests equal
-  to limits, a memory-backed /dev/shm on Ray containers, no exposed dashboard, RayJobs that end
-  and clean up, and each RayJob's domainft config found through its mounts and validated;
+  list keys), plus the operator's own name rules; core kinds (ConfigMap, PersistentVolumeClaim,
+  Service, ...) with kubernetes-validate;
+- our rules (pods.py, rayjobs.py, auth.py): pinned images, non-root and hardened pods, requests
+  equal to limits, a memory-backed /dev/shm that holds Ray's object store, no exposed dashboard,
+  Ray token authentication with the token from a Secret and no literal credential anywhere,
+  RayJobs that end and clean up, and each RayJob's domainft config found through its mounts and
+  validated;
 - YAML files that are neither manifests nor used by a kustomization are reported (stray).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from domainft.deploy import pods, rayjobs
-from domainft.deploy.kustomize import (KUSTOMIZATION_FILES, Doc, YamlFileError, find_kustomization,
-                                       read_yaml_docs, render)
-from domainft.deploy.schemas import CRD_DIR, crd_schemas, known_crd_kinds, schema_problems
+from domainft.deploy import auth, pods, rayjobs
+from domainft.deploy.render import (KUSTOMIZATION_FILES, Doc, YamlFileError, files_read_by, read_yaml_docs,
+                                    render)
+from domainft.deploy.schemas import (CRD_DIR, core_problems, crd_schemas, known_crd_kinds, quantity_message,
+                                     schema_problems)
 
 RAY_GROUP = "ray.io"
 RAY_NAME_LIMITS = {"RayCluster": 53, "RayJob": 47, "RayService": 47}  # the operator's limits
-STANDARD_KINDS = {"ConfigMap": "v1", "PersistentVolumeClaim": "v1", "Service": "v1", "Namespace": "v1",
-                  "ServiceAccount": "v1", "Pod": "v1", "Job": "batch/v1"}
-PVC_ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
-SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -61,15 +63,19 @@ def _finding(doc: Doc, path: str, message: str, via: Optional[Path]) -> Finding:
     meta = doc.obj.get("metadata") if isinstance(doc.obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
     if doc.generated:  # report the generator entry, by the name it was given
-        return Finding(_show(doc.file), None, "ConfigMap", doc.generated_name or name,
-                       f"configMapGenerator[{doc.index}] {path}".strip(),
+        where = f"configMapGenerator[{doc.index}]" if doc.index is not None else "configMapGenerator"
+        return Finding(_show(doc.file), None, "ConfigMap", doc.generated_name or name, f"{where} {path}".strip(),
                        message, _show(via) if via else None)
     kind = doc.obj.get("kind") if isinstance(doc.obj, dict) else None
     return Finding(_show(doc.file), doc.index, kind, name, path, message, _show(via) if via else None)
 
 
-def validate_tree(path: str | os.PathLike) -> list[Finding]:
-    """Validate every manifest and kustomization under `path` (a folder, or one file)."""
+def validate_tree(path: str | os.PathLike, parser: argparse.ArgumentParser) -> list[Finding]:
+    """Validate every manifest and kustomization under `path` (a folder, or one file).
+
+    `parser` is domainft's command-line parser (`domainft.cli.build_parser()`): RayJob
+    entrypoints are read with it. Raises UserError when there are kustomizations and no kubectl.
+    """
     root = Path(path)
     if not root.exists():
         return [Finding(str(path), None, None, None, "", "no such file or folder")]
@@ -78,16 +84,7 @@ def validate_tree(path: str | os.PathLike) -> list[Finding]:
                         "was installed without its data files (package-data must include deploy/crds/*)")]
     files = [root] if root.is_file() else sorted(
         p for p in root.rglob("*") if p.is_file() and (p.suffix in (".yaml", ".yml") or p.name == "Kustomization"))
-    findings: list[Finding] = []
-    kustomizations = [f.resolve() for f in files if f.name in KUSTOMIZATION_FILES]
-    used: set[Path] = set()
-    units: list[tuple[list[Doc], Optional[Path]]] = []
-    for kfile in _bases_first(kustomizations):
-        rendered = render(kfile)
-        used |= rendered.used_files
-        findings += [Finding(_show(p.file), None, "Kustomization" if p.file.name in KUSTOMIZATION_FILES else None,
-                             None, p.path, p.message, _show(kfile)) for p in rendered.problems]
-        units.append((rendered.docs, kfile))
+    findings, units, used = _kustomized([f.resolve() for f in files if f.name in KUSTOMIZATION_FILES])
     for f in files:
         f = f.resolve()
         if f in used or f.name in KUSTOMIZATION_FILES:
@@ -104,34 +101,38 @@ def validate_tree(path: str | os.PathLike) -> list[Finding]:
         units.append(([Doc(d, f, i) for i, d in enumerate(docs)], None))
     every_doc = [d for docs, _ in units for d in docs]
     for docs, via in units:
-        findings += _check_unit(docs, via, lookup=docs if via else every_doc)
+        findings += _check_unit(docs, via, docs if via else every_doc, parser)
     return _dedupe(findings)
 
 
-def _bases_first(kustomizations: list[Path]) -> list[Path]:
-    """Order kustomizations so that a base is checked before the overlays that use it."""
-    def depth(k: Path, seen: frozenset = frozenset()) -> int:
-        try:
-            body = read_yaml_docs(k)
-        except YamlFileError:
-            return 0
-        refs = (body[0].get("resources") if body and isinstance(body[0], dict) else None) or []
-        subs = [(k.parent / str(r)).resolve() for r in refs if isinstance(r, str)]
-        inner = [find_kustomization(s) for s in subs if s.is_dir() and s not in seen]
-        return 1 + max((depth(i, seen | {k.parent}) for i in inner if i), default=0)
-    return sorted(kustomizations, key=lambda k: (depth(k), str(k)))
+def _kustomized(kustomizations: list[Path]) -> tuple[list[Finding], list[tuple[list[Doc], Optional[Path]]], set[Path]]:
+    """Render each kustomization: (render failures, renderings, every file they read)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each render is a kubectl process
+        renderings = list(pool.map(render, kustomizations))
+    findings, units, used = [], [], set()
+    for kfile, rendered in zip(kustomizations, renderings):
+        used |= files_read_by(kfile) | {d.file for d in rendered.docs}
+        if rendered.error:
+            findings.append(Finding(_show(kfile), None, "Kustomization", None, "", rendered.error))
+        else:
+            units.append((rendered.docs, kfile))
+    return findings, units, used
 
 
 def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
-    seen, out = set(), []
+    """One finding per problem: a base's problem shows in every overlay too; keep the rendering of the
+    kustomization next to the file (the base's own), else the first."""
+    def own(f: Finding) -> bool:
+        return bool(f.via) and f.file.startswith(os.path.dirname(f.via) + os.sep)
+    best: dict[tuple, Finding] = {}
     for f in findings:
-        if f.key() not in seen:
-            seen.add(f.key())
-            out.append(f)
-    return out
+        if f.key() not in best or (own(f) and not own(best[f.key()])):
+            best[f.key()] = f
+    return list(best.values())
 
 
-def _check_unit(docs: list[Doc], via: Optional[Path], lookup: list[Doc]) -> list[Finding]:
+def _check_unit(docs: list[Doc], via: Optional[Path], lookup: list[Doc],
+                parser: argparse.ArgumentParser) -> list[Finding]:
     """Every document of one rendering (or one loose file), with the ConfigMaps and PVCs it can see."""
     out: list[Finding] = []
     by_obj = {id(d.obj): d for d in lookup}
@@ -150,17 +151,19 @@ def _check_unit(docs: list[Doc], via: Optional[Path], lookup: list[Doc]) -> list
             add(path, msg)
         if structural and not isinstance(obj.get("metadata"), dict):
             continue
+        _, auth_options = auth.cluster_auth(obj)
         for template in pods.pod_templates(obj):
-            for path, msg in pods.pod_problems(template) + pods.volume_reference_problems(template):
-                add(path, msg)
-            for path, msg in _reference_problems(template, configmaps, pvcs):
+            for path, msg in (pods.pod_problems(template) + pods.volume_reference_problems(template)
+                              + auth.env_problems(template, auth_options)
+                              + _reference_problems(template, configmaps, pvcs)):
                 add(path, msg)
             for claim in rayjobs.claims_used(template):
                 claim_users.setdefault(claim, []).append((obj, template))
         for path, msg in (rayjobs.cluster_problems(obj) + rayjobs.service_problems(obj)
-                          + rayjobs.rayjob_lifecycle_problems(obj)):
+                          + rayjobs.rayjob_lifecycle_problems(obj) + auth.auth_problems(obj)
+                          + auth.runtime_env_problems(obj)):
             add(path, msg)
-        for path, msg, src in rayjobs.rayjob_entrypoint_problems(obj, configmaps):
+        for path, msg, src in rayjobs.rayjob_entrypoint_problems(obj, configmaps, parser):
             if src is None:
                 add(path, msg)
             else:
@@ -172,12 +175,6 @@ def _check_unit(docs: list[Doc], via: Optional[Path], lookup: list[Doc]) -> list
     for pvc, path, msg in rayjobs.pvc_access_problems(claim_users, pvcs):
         if id(pvc) in by_obj:
             out.append(_finding(by_obj[id(pvc)], path, msg, via))
-    # Name generated ConfigMaps as written, not by this rendering's hash (which differs per overlay).
-    hashed = {d.obj["metadata"]["name"]: d.generated_name for d in lookup if d.generated_name}
-    for i, f in enumerate(out):
-        for new, old in hashed.items():
-            if new in f.message:
-                out[i] = f = Finding(f.file, f.doc, f.kind, f.name, f.path, f.message.replace(new, old), f.via)
     return out
 
 
@@ -235,53 +232,16 @@ def _structure_problems(obj: dict) -> list[tuple[str, str]]:
             out.append(("kind", f"unknown KubeRay kind {kind!r} (known: {', '.join(sorted(known_crd_kinds()))})"))
     elif kind == "Secret":
         out.append(("kind", "Secrets do not belong in the repository: create them in the cluster "
-                            "(kubectl create secret) and reference them by name"))
-    elif kind in STANDARD_KINDS:
-        if api != STANDARD_KINDS[kind]:
-            out.append(("apiVersion", f"{kind} is {STANDARD_KINDS[kind]}, got {api!r}"))
-        out += _standard_problems(obj)
+                            f"({auth.CREATE_SECRET}) and reference them by name"))
     elif kind != "Kustomization":
-        out.append(("kind", f"{api} {kind} is not checked by domainft k8s-validate (checked: KubeRay kinds, "
-                            f"{', '.join(sorted(STANDARD_KINDS))})"))
-    return out
-
-
-def _standard_problems(obj: dict) -> list[tuple[str, str]]:
-    kind, spec, out = obj["kind"], obj.get("spec"), []
-    if kind == "ConfigMap":
-        for field in ("data", "binaryData"):
-            data = obj.get(field)
-            if data is not None and (not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values())):
-                out.append((field, "must map keys to strings (a block scalar `|` for file contents)"))
-        extra = set(obj) - {"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"}
-        out += [(k, "unknown field") for k in sorted(extra)]
-    elif kind == "PersistentVolumeClaim":
-        if not isinstance(spec, dict):
-            return [("spec", "missing")]
-        modes = spec.get("accessModes")
-        if not isinstance(modes, list) or not modes:
-            out.append(("spec.accessModes", "missing"))
-        else:
-            out += [(f"spec.accessModes[{i}]", f"{m!r} is not one of {list(PVC_ACCESS_MODES)}")
-                    for i, m in enumerate(modes) if m not in PVC_ACCESS_MODES]
-        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
-        if storage is None:
-            out.append(("spec.resources.requests.storage", "missing"))
-        elif pods.parse_quantity(storage) is None:
-            out.append(("spec.resources.requests.storage", f"{storage!r} is not a Kubernetes quantity (e.g. 200Gi)"))
-    elif kind == "Service":
-        if not isinstance(spec, dict):
-            return [("spec", "missing")]
-        if spec.get("type", "ClusterIP") not in SERVICE_TYPES:
-            out.append(("spec.type", f"{spec.get('type')!r} is not one of {list(SERVICE_TYPES)}"))
-        ports = spec.get("ports")
-        if spec.get("type") != "ExternalName" and (not isinstance(ports, list) or not ports):
-            out.append(("spec.ports", "missing"))
-        for i, p in enumerate(ports or []):
-            if not isinstance(p, dict) or not isinstance(p.get("port"), int):
-                out.append((f"spec.ports[{i}].port", "needs an integer port"))
-    elif kind in ("Pod", "Job") and not isinstance(spec, dict):
-        out.append(("spec", "missing"))
+        core = core_problems(obj)
+        if core is None:
+            out.append(("kind", f"{api} {kind} is not checked by domainft k8s-validate (checked: KubeRay kinds "
+                                "and the core Kubernetes kinds)"))
+        out += core or []
+        storage = pods.dig(obj, "spec", "resources", "requests", "storage") if kind == "PersistentVolumeClaim" else None
+        if storage is not None and pods.parse_quantity(storage) is None:  # the schema says only "a string"
+            out.append(("spec.resources.requests.storage", quantity_message(storage)))
     return out
 
 

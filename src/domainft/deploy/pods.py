@@ -9,13 +9,18 @@ the container runtime's default is 64 MiB).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from fractions import Fraction
+from decimal import Decimal
 from typing import Iterator, Optional
 
-from domainft.deploy.kustomize import split_image
-from domainft.deploy.schemas import format_path
+from kubernetes.utils.quantity import parse_quantity as _parse_quantity
+
+from domainft.deploy.schemas import format_path, quantity_message
+
+
+# Where each KubeRay kind holds its cluster spec (head group, worker groups, authOptions).
+CLUSTER_SPEC = {"RayCluster": ["spec"], "RayJob": ["spec", "rayClusterSpec"],
+                "RayService": ["spec", "rayClusterConfig"]}
 
 
 @dataclass
@@ -27,7 +32,8 @@ class PodTemplate:
     ray_start_params: Optional[dict] = None
 
 
-def _get(node, *keys):
+def dig(node, *keys):
+    """node[k1][k2]... or None where a step is missing (ints index lists)."""
     for k in keys:
         if isinstance(node, dict):
             node = node.get(k)
@@ -39,12 +45,12 @@ def _get(node, *keys):
 
 
 def _cluster_templates(cluster_spec, prefix: list) -> Iterator[PodTemplate]:
-    head = _get(cluster_spec, "headGroupSpec", "template", "spec")
+    head = dig(cluster_spec, "headGroupSpec", "template", "spec")
     if isinstance(head, dict):
         yield PodTemplate(prefix + ["headGroupSpec", "template", "spec"], head, "head",
-                          ray_start_params=_get(cluster_spec, "headGroupSpec", "rayStartParams"))
-    for i, group in enumerate(_get(cluster_spec, "workerGroupSpecs") or []):
-        spec = _get(group, "template", "spec")
+                          ray_start_params=dig(cluster_spec, "headGroupSpec", "rayStartParams"))
+    for i, group in enumerate(dig(cluster_spec, "workerGroupSpecs") or []):
+        spec = dig(group, "template", "spec")
         if isinstance(spec, dict) and isinstance(group, dict):
             yield PodTemplate(prefix + ["workerGroupSpecs", i, "template", "spec"], spec, "worker",
                               str(group.get("groupName", i)), group.get("rayStartParams"))
@@ -55,24 +61,19 @@ def pod_templates(obj: dict) -> Iterator[PodTemplate]:
     kind, spec = obj.get("kind"), obj.get("spec")
     if not isinstance(spec, dict):
         return
-    if kind == "RayCluster":
-        yield from _cluster_templates(spec, ["spec"])
-    elif kind == "RayJob":
-        if isinstance(spec.get("rayClusterSpec"), dict):
-            yield from _cluster_templates(spec["rayClusterSpec"], ["spec", "rayClusterSpec"])
-        sub = _get(spec, "submitterPodTemplate", "spec")
+    if kind in CLUSTER_SPEC and isinstance(dig(obj, *CLUSTER_SPEC[kind]), dict):
+        yield from _cluster_templates(dig(obj, *CLUSTER_SPEC[kind]), CLUSTER_SPEC[kind])
+    if kind == "RayJob":
+        sub = dig(spec, "submitterPodTemplate", "spec")
         if isinstance(sub, dict):
             yield PodTemplate(["spec", "submitterPodTemplate", "spec"], sub, "submitter")
-    elif kind == "RayService":
-        if isinstance(spec.get("rayClusterConfig"), dict):
-            yield from _cluster_templates(spec["rayClusterConfig"], ["spec", "rayClusterConfig"])
     elif kind == "Pod":
         yield PodTemplate(["spec"], spec, "pod")
     elif kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
-        if isinstance(_get(spec, "template", "spec"), dict):
+        if isinstance(dig(spec, "template", "spec"), dict):
             yield PodTemplate(["spec", "template", "spec"], spec["template"]["spec"], "pod")
     elif kind == "CronJob":
-        inner = _get(spec, "jobTemplate", "spec", "template", "spec")
+        inner = dig(spec, "jobTemplate", "spec", "template", "spec")
         if isinstance(inner, dict):
             yield PodTemplate(["spec", "jobTemplate", "spec", "template", "spec"], inner, "pod")
 
@@ -84,28 +85,25 @@ def containers(pod: dict) -> Iterator[tuple[str, int, dict]]:
                 yield field, i, c
 
 
-# --- quantities ---------------------------------------------------------------------------
-_SUFFIX = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": Fraction(1),
-           "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
-           "P": Fraction(10**15), "E": Fraction(10**18), "Ki": Fraction(2**10), "Mi": Fraction(2**20),
-           "Gi": Fraction(2**30), "Ti": Fraction(2**40), "Pi": Fraction(2**50), "Ei": Fraction(2**60)}
-_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$")
+def parse_quantity(value) -> Optional[Decimal]:
+    """Kubernetes quantity -> exact number ('500m' -> 0.5, '8Gi' -> 8589934592); None if malformed."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = _parse_quantity(value)
+    except (ValueError, ArithmeticError):
+        return None
+    return number if number.is_finite() else None
 
 
-def parse_quantity(value) -> Optional[Fraction]:
-    """Kubernetes quantity -> exact number ('500m' -> 1/2, '8Gi' -> 8589934592); None if malformed."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return Fraction(str(value))
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        return None
-    number = Fraction(m.group(1))
-    if m.group(2):
-        exp = int(m.group(2)[1:])
-        return number * (Fraction(10) ** exp)
-    return number * _SUFFIX[m.group(3) or ""]
+def split_image(ref: str) -> tuple[str, Optional[str], Optional[str]]:
+    """'reg:5000/a/b:1.2@sha256:..' -> ('reg:5000/a/b', '1.2', 'sha256:..')."""
+    name, _, digest = ref.partition("@")
+    slash, colon = name.rfind("/"), name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    return name, tag, digest or None
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -162,12 +160,12 @@ def pod_problems(t: PodTemplate) -> list[tuple[str, str]]:
             out.append((at(*cpath, "securityContext", "privileged"), "privileged containers are not allowed"))
         if c_sc.get("allowPrivilegeEscalation") is not False:
             out.append((at(*cpath, "securityContext", "allowPrivilegeEscalation"), "must be false"))
-        drop = _get(c_sc, "capabilities", "drop") or []
+        drop = dig(c_sc, "capabilities", "drop") or []
         if "ALL" not in drop:
             out.append((at(*cpath, "securityContext", "capabilities", "drop"), "must drop ALL capabilities"))
-        if _get(c_sc, "capabilities", "add"):
+        if dig(c_sc, "capabilities", "add"):
             out.append((at(*cpath, "securityContext", "capabilities", "add"), "adds capabilities"))
-        seccomp = _get(c_sc, "seccompProfile", "type") or _get(pod_sc, "seccompProfile", "type")
+        seccomp = dig(c_sc, "seccompProfile", "type") or dig(pod_sc, "seccompProfile", "type")
         if seccomp not in ("RuntimeDefault", "Localhost"):
             out.append((at(*cpath, "securityContext", "seccompProfile"),
                         "needs seccompProfile type RuntimeDefault (pod or container)"))
@@ -186,6 +184,11 @@ def _resource_problems(res, at) -> list[tuple[str, str]]:
         if key not in limits:
             out.append((at("limits", key), f"no {key} limit: set requests equal to limits"))
     for key in sorted(set(requests) | set(limits)):
+        bad = [(kind, q[key]) for kind, q in (("requests", requests), ("limits", limits))
+               if key in q and parse_quantity(q[key]) is None]
+        if bad:
+            out += [(at(kind, key), quantity_message(value)) for kind, value in bad]
+            continue
         if key not in requests:
             continue  # Kubernetes copies a limit to a missing request: equal by construction
         if key not in limits:
@@ -203,7 +206,7 @@ def _shm_problems(t: PodTemplate, at) -> list[tuple[str, str]]:
     for mount in ray.get("volumeMounts") or []:
         if isinstance(mount, dict) and mount.get("mountPath") == "/dev/shm":
             vol = volumes.get(mount.get("name"))
-            if not vol or _get(vol, "emptyDir", "medium") != "Memory":
+            if not vol or dig(vol, "emptyDir", "medium") != "Memory":
                 return [(at("containers", 0, "volumeMounts"),
                          "/dev/shm must be an emptyDir with medium: Memory")]
             return _object_store_problems(t, ray, vol, at)
@@ -215,16 +218,16 @@ def _shm_problems(t: PodTemplate, at) -> list[tuple[str, str]]:
 # Ray's defaults (ray/_private/ray_constants.py, utils.py): the object store takes 30% of memory,
 # capped at 95% of /dev/shm but never below 10 GB; if it does not fit /dev/shm, Ray puts it on disk
 # ("This will harm performance") or, above 10 GB, refuses to start.
-OBJECT_STORE_FRACTION, SHM_CAP_FLOOR = Fraction(3, 10), Fraction(10**10)
+OBJECT_STORE_FRACTION, SHM_CAP_FLOOR = Decimal("0.3"), Decimal(10**10)
 
 
 def _object_store_problems(t: PodTemplate, ray: dict, vol: dict, at) -> list[tuple[str, str]]:
-    memory = parse_quantity(_get(ray, "resources", "limits", "memory"))
-    shm = parse_quantity(_get(vol, "emptyDir", "sizeLimit")) or memory  # tmpfs defaults to the memory limit
+    memory = parse_quantity(dig(ray, "resources", "limits", "memory"))
+    shm = parse_quantity(dig(vol, "emptyDir", "sizeLimit")) or memory  # tmpfs defaults to the memory limit
     if not memory or not shm:
         return []
     explicit = parse_quantity((t.ray_start_params or {}).get("object-store-memory"))
-    store = explicit or min(memory * OBJECT_STORE_FRACTION, max(SHM_CAP_FLOOR, shm * Fraction(95, 100)))
+    store = explicit or min(memory * OBJECT_STORE_FRACTION, max(SHM_CAP_FLOOR, shm * Decimal("0.95")))
     if store <= shm:
         return []
     i = next(i for i, v in enumerate(t.spec.get("volumes") or []) if v is vol)

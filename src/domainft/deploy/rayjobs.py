@@ -7,6 +7,7 @@ filesystem). The paths the config writes and reads must lie on volumes every Ray
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import posixpath
@@ -18,7 +19,7 @@ from typing import Optional
 
 import yaml
 
-from domainft.deploy.pods import PodTemplate, mounts_and_volumes, pod_templates
+from domainft.deploy.pods import CLUSTER_SPEC, PodTemplate, dig, mounts_and_volumes, pod_templates
 from domainft.deploy.schemas import format_path
 
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "SidecarMode", "InteractiveMode")
@@ -38,15 +39,10 @@ class ConfigSource:
 
 def cluster_problems(obj: dict) -> list[tuple[str, str]]:
     """Dashboard exposure for RayCluster, RayJob and RayService."""
-    kind = obj.get("kind")
-    prefix = {"RayCluster": ["spec"], "RayJob": ["spec", "rayClusterSpec"],
-              "RayService": ["spec", "rayClusterConfig"]}.get(kind)
+    prefix = CLUSTER_SPEC.get(obj.get("kind"))
     if prefix is None:
         return []
-    node = obj
-    for k in prefix:
-        node = node.get(k) if isinstance(node, dict) else None
-    head = node.get("headGroupSpec") if isinstance(node, dict) else None
+    head = dig(obj, *prefix, "headGroupSpec")
     if not isinstance(head, dict):
         return []
     at = lambda *p: format_path(prefix + ["headGroupSpec", *p])  # noqa: E731
@@ -180,14 +176,13 @@ def parse_entrypoint(entrypoint: str) -> tuple[Optional[list[str]], Optional[str
     return None, "entrypoint runs no `domainft` command, so no config can be checked"
 
 
-def parse_cli(argv: list[str]):
-    """Parse with domainft's own CLI parser. Returns (namespace, None) or (None, argparse's message)."""
-    from domainft.cli import build_parser
-
+def parse_cli(argv: list[str], parser: argparse.ArgumentParser):
+    """Parse with domainft's own CLI parser (passed in: deploy sits below the CLI).
+    Returns (namespace, None) or (None, argparse's message)."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            return build_parser().parse_args(argv), None
+            return parser.parse_args(argv), None
     except SystemExit:
         lines = [ln for ln in err.getvalue().strip().splitlines() if ln.startswith("domainft")] or ["invalid arguments"]
         return None, lines[-1]
@@ -250,7 +245,8 @@ def storage_problems(paths: dict[str, str], templates: list[PodTemplate]) -> lis
     return out
 
 
-def rayjob_entrypoint_problems(obj: dict, configmaps: dict[str, dict]) -> list[tuple[str, str, Optional[ConfigSource]]]:
+def rayjob_entrypoint_problems(obj: dict, configmaps: dict[str, dict], parser: argparse.ArgumentParser,
+                               ) -> list[tuple[str, str, Optional[ConfigSource]]]:
     """[(path, message, source)]: source set when the message is about the config file's content."""
     if obj.get("kind") != "RayJob" or not isinstance(obj.get("spec"), dict):
         return []
@@ -261,7 +257,7 @@ def rayjob_entrypoint_problems(obj: dict, configmaps: dict[str, dict]) -> list[t
     argv, why = parse_entrypoint(entrypoint)
     if argv is None:
         return [("spec.entrypoint", why, None)]
-    args, error = parse_cli(argv)
+    args, error = parse_cli(argv, parser)
     if args is None:
         return [("spec.entrypoint", f"`domainft {' '.join(argv)}`: {error}", None)]
     if args.command not in CONFIG_COMMANDS + ("tune",):

@@ -1,4 +1,10 @@
-"""KubeRay CRD schemas as the Kubernetes API server applies them, checked with `jsonschema`.
+"""Schema checks: KubeRay kinds against the vendored CRDs, core kinds with `kubernetes-validate`.
+
+Core kinds (ConfigMap, PersistentVolumeClaim, Service, ...) use the OpenAPI schemas that
+kubernetes-validate ships for each Kubernetes version (offline, strict: unknown fields are errors).
+It reports the first problem of an object only.
+
+KubeRay CRD schemas as the Kubernetes API server applies them, checked with `jsonschema`.
 
 The vendored `crds/*.json` hold each CRD's `openAPIV3Schema` unchanged (see crds/NOTICE). Three
 things the API server does that a plain Draft 7 validator does not are added here:
@@ -17,12 +23,15 @@ import difflib
 import functools
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
+import kubernetes_validate
 from jsonschema import Draft7Validator, validators
 from jsonschema.exceptions import ValidationError
 
 CRD_DIR = Path(__file__).resolve().parent / "crds"
+# The Kubernetes version core kinds are checked against (kubectl on our machines is 1.32).
+K8S_VERSION = "1.32"
 QUANTITY_PATTERN_START = "^(\\+|-)?(([0-9]+"
 
 
@@ -115,6 +124,10 @@ def _describe(value: Any) -> str:
     return name if isinstance(value, (dict, list)) or value is None else f"{name} {value!r}"
 
 
+def quantity_message(value: Any) -> str:
+    return f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)"
+
+
 def _messages(err: ValidationError) -> list[tuple[list, str]]:
     """One jsonschema error -> [(path parts, message)], worded for someone editing YAML."""
     path = list(err.absolute_path)
@@ -136,7 +149,7 @@ def _messages(err: ValidationError) -> list[tuple[list, str]]:
     if v == "anyOf" and schema.get("x-kubernetes-int-or-string"):
         return [(path, f"expected an integer or a string, got {_describe(err.instance)}")]
     if v == "pattern" and str(err.validator_value).startswith(QUANTITY_PATTERN_START):
-        return [(path, f"{err.instance!r} is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)")]
+        return [(path, quantity_message(err.instance))]
     if v == "enum":
         return [(path, f"{err.instance!r} is not one of {err.validator_value}")]
     return [(path, err.message)]
@@ -153,3 +166,22 @@ def schema_problems(doc: dict) -> list[tuple[str, str]]:
         for parts, message in _messages(err):
             out.append((format_path(parts), message))
     return out
+
+
+def core_problems(doc: dict) -> Optional[list[tuple[str, str]]]:
+    """Validate a core Kubernetes object (strict). None when kubernetes-validate has no schema for it."""
+    problems = _core_problems(json.dumps(doc, sort_keys=True, default=str))
+    return None if problems is None else list(problems)
+
+
+@functools.lru_cache(maxsize=512)
+def _core_problems(doc_json: str) -> Optional[tuple]:
+    # Cached by content: a base's objects come back in every overlay, and each validate() call
+    # re-reads kubernetes-validate's 1.3 MB definitions file.
+    try:
+        kubernetes_validate.validate(json.loads(doc_json), K8S_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return None
+    except kubernetes_validate.ValidationError as err:
+        return tuple((format_path(parts), message) for parts, message in _messages(err))
+    return ()
