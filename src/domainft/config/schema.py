@@ -46,6 +46,11 @@ class OptimConfig(Strict):
     layer_lrs: Optional[list[float]] = Field(
         None, description="Explicit peak LR per encoder depth, top first (depth 1..L, then embeddings). Overrides layer_decay.")
     head_lr_mult: float = Field(1.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0).")
+    lr_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "none", description="Scale every peak LR with the global batch (workers x batch_size x grad_accum) relative to "
+                            "`lr_reference_batch`: sqrt or linear in their ratio. Keeps a recipe tuned on one worker "
+                            "right on several.")
+    lr_reference_batch: int = Field(16, ge=1, description="The global batch at which `lr` is meant as given (see lr_scaling).")
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0, description="AdamW weight decay; never applied to biases and norms.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of all steps spent in linear warmup.")
     warmup_steps: Optional[int] = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio (capped at the total steps).")
@@ -80,6 +85,9 @@ class TrainConfig(Strict):
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after N epochs without improvement.")
     log_every_steps: int = Field(10, ge=1, description="Progress line and LR log interval (steps).")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on optimizer steps per epoch (smoke runs).")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="Training loss weights per class: `balanced` weighs class c by N / (C * n_c) over the train "
+                            "split as balanced (eval loss stays unweighted).")
 
 
 class DeepSpeedConfig(Strict):

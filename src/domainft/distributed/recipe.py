@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray.train
 import torch
@@ -21,6 +21,8 @@ from domainft.core import (GradientStop, build_layer_map, build_model, build_par
                            group_lr_lambdas, lowest_trainable_depth, resolve_warmup_steps, thaw_schedule)
 from domainft.core.batching import pad_batch
 from domainft.core.geometry import Geometry, geometry
+from domainft.core.losses import balanced_class_weights, weighted_cross_entropy
+from domainft.core.schedules import batch_lr_scale
 from domainft.engine.ds_config import build_ds_config
 
 CKPT_TAG = "ds"
@@ -118,6 +120,7 @@ class WorkerRun:
     pad_id: int
     progress: Progress
     failpoint: Optional[str] = None
+    loss_fn: Optional[Callable] = None
 
     def lowest_trainable(self, step: int) -> int:
         return lowest_trainable_depth(self.schedule, step)
@@ -174,7 +177,9 @@ def build_run(cfg: Config, data: dict, identity: dict, failpoint: Optional[str] 
     # optimizer state at all (memory) and no backward.
     schedule = {d: (s if s is not None and s < geo.total_steps else None) for d, s in schedule.items()}
     freeze_never_trained(model, lmap, schedule)
-    groups = build_param_groups(model, lmap, op.lr, op.layer_decay, op.head_lr_mult, op.weight_decay, op.layer_lrs)
+    scale = batch_lr_scale(geo.global_batch, op.lr_reference_batch, op.lr_scaling)
+    groups = build_param_groups(model, lmap, op.lr * scale, op.layer_decay, op.head_lr_mult, op.weight_decay,
+                                [lr * scale for lr in op.layer_lrs] if op.layer_lrs else None)
     lambdas = group_lr_lambdas([schedule[g["depth"]] for g in groups], geo.total_steps,
                                resolve_warmup_steps(geo.total_steps, op.warmup_ratio, op.warmup_steps),
                                op.schedule, op.min_lr_ratio, uf.thaw_warmup_steps)
@@ -194,10 +199,15 @@ def build_run(cfg: Config, data: dict, identity: dict, failpoint: Optional[str] 
                     schedule=schedule, groups=groups, layer_map=lmap, stop=stop, engine=engine, state=state,
                     identity=identity, train_shard=ray.train.get_dataset_shard("train"),
                     eval_shard=ray.train.get_dataset_shard("eval"), pad_id=int(data.get("pad_token_id") or 0),
-                    progress=Progress(t.log_every_steps, geo), failpoint=failpoint)
+                    progress=Progress(t.log_every_steps, geo), failpoint=failpoint,
+                    loss_fn=weighted_cross_entropy(balanced_class_weights(data["class_counts"]))
+                    if t.class_weights == "balanced" else None)
     if rank == 0 and not ray.train.get_checkpoint():
         state.lr_trace.append({"step": 1, "lrs": run.group_lrs()})
-        say(f"[train] {geo.describe(world, t.batch_size, t.grad_accum)}")
+        say(f"[train] {geo.describe(world, t.batch_size, t.grad_accum)}; peak LR {op.lr * scale:.2e}"
+            + (f" (optim.lr x {scale:.2f}, {op.lr_scaling} scaling from batch {op.lr_reference_batch})"
+               if scale != 1.0 else "") + f", head x{op.head_lr_mult:g}"
+            + (", class-weighted loss" if t.class_weights == "balanced" else ""))
         say("[lr] step 1: " + " ".join(f"{k} {v:.2e}" for k, v in state.lr_trace[0]["lrs"].items()))
     return run
 

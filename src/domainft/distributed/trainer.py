@@ -26,7 +26,14 @@ def _loop_config(cfg: Config, report: dict, pad_token_id: int, identity: dict) -
     return {"config": to_dict(cfg), "identity": identity,
             "failpoint": os.environ.get("DOMAINFT_FAILPOINT"),  # fault injection for the restart tests only
             "data": {"label_names": report["label_names"], "train_rows": report["train_rows"],
-                     "eval_rows": report["eval_rows"], "pad_token_id": pad_token_id}}
+                     "eval_rows": report["eval_rows"], "pad_token_id": pad_token_id,
+                     "class_counts": class_counts(report)}}
+
+
+def class_counts(report: dict) -> list[int]:
+    """Train rows per class, in label order, as the model trains on them (after balancing)."""
+    after = report.get("class_counts_after") or {}
+    return [int(after.get(n, 0)) for n in report["label_names"]]
 
 
 class ExactEvalDataConfig(DataConfig):
@@ -209,6 +216,7 @@ def finalize(cfg: Config, result, report: dict) -> dict:
     """Export the best checkpoint (its trained fp32 weights over the pretrained model) and collect
     history, LR trace and plots."""
     from domainft.core import export_hf, plot_group_lrs, plot_learning_curves
+    from domainft.core.metrics import prediction_warnings
     from domainft.engine.consolidate import trained_fp32_state_dict
 
     metric = cfg.train.metric_for_best
@@ -229,12 +237,23 @@ def finalize(cfg: Config, result, report: dict) -> dict:
     plot_learning_curves(history, plots["learning_curves"])
     plot_group_lrs(state["lr_trace"], plots["group_lrs"], events=state["unfreeze_events"])
     groups = [{k: v for k, v in g.items() if k != "param_names"} for g in state["groups"]]
+    warnings = prediction_warnings(best["confusion"], report["label_names"])
+    if warnings:
+        warnings.append(ADVICE.format(steps=history[-1]["global_step"], batch=cfg.train.batch_size * cfg.train.grad_accum
+                                      * cfg.scaling.num_workers, head=cfg.optim.head_lr_mult))
     return {"best": best, "metric_for_best": metric, "history": history, "best_model_dir": best_dir,
             "lr_trace": state["lr_trace"], "unfreeze_events": state["unfreeze_events"], "groups": groups,
             "resumed_from": state.get("resumed_from", []), "stopped_early": state.get("stopped_early"),
+            "warnings": warnings,
             "plots": plots, "label_names": report["label_names"],
             "data": {k: report[k] for k in ("train_rows", "eval_rows") if k in report},
             "checkpoint": best_ckpt.path, "config": to_dict(cfg)}
+
+
+ADVICE = ("what to change: a new classification head needs a higher LR (optim.head_lr_mult, now {head:g}; try 10), "
+          "minority classes need weight (train.class_weights=balanced, or a lower data.max_class_ratio), and a small "
+          "corpus needs enough optimizer steps ({steps} were taken at a global batch of {batch}: more train.epochs, "
+          "or fewer workers / a smaller train.batch_size, or optim.lr_scaling=sqrt)")
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -254,5 +273,7 @@ def format_summary(s: dict) -> str:
     for name, pc in b["per_class"].items():
         lines.append(f"{name[:16]:<16} {pc['precision']:>9.4f} {pc['recall']:>7.4f} {pc['f1']:>7.4f} "
                      f"{pc['support']:>8}")
+    for w in s.get("warnings", []):
+        lines += ["", f"!!! WARNING {w}"]
     lines += ["", f"model: {s['best_model_dir']}", f"plots: {', '.join(s['plots'].values())}"]
     return "\n".join(lines)
