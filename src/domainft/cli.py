@@ -90,8 +90,8 @@ def cmd_terms(a) -> int:
     from domainft.data.labels import build_label_names
     from domainft.data.readers import ParseOptions
     from domainft.data.sources import collect_sources
-    from domainft.data.terms import (TermCounts, format_table, rank_terms, sidecar_path, term_file_header,
-                                     write_terms)
+    from domainft.data.term_file import format_table, sidecar_path, term_file_header, write_terms
+    from domainft.data.terms import TermCounts, rank_terms
 
     cfg = load_config(a.config, a.overrides)
     d = cfg.data

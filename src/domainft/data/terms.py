@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 from domainft.data.augment.pipeline import row_language
 from domainft.data.augment.protect import NUMBER_WITH_UNIT, build_matcher
@@ -37,7 +35,7 @@ WORD, PHRASE, CODE, QUANTITY = "word", "phrase", "code", "quantity"
 # 110 words, nearly all function words: "the", "of", "with", "which"; also "new", "first").
 GENERAL_ZIPF = 5.0
 STOP_ZIPF = 6.0
-# Stop words a 3-word phrase may hold in the middle ("Bank of England", "Tour de France"); not
+# Stop words a phrase may hold in the middle ("Bank of England", "Tour de France"); not
 # "and": "Kenteris and Thanou" is two names, not a term.
 CONNECTORS = frozenset({"of", "de", "la", "du", "del", "der", "von", "van", "di", "da"})
 MIN_PHRASE_COUNT = 2  # a phrase seen once is no evidence of a collocation
@@ -372,48 +370,3 @@ def mine_terms(texts: Iterable[str], top: int = 1000, language: str = "auto", mi
         counts.add(t)
     return rank_terms(counts, top, min_count=min_count)
 
-
-TSV_COLUMNS = ("rank", "term", "score", "count", "docs", "language", "kind")
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """Where the scores of a term file go: the same name with `.tsv`."""
-    return Path(path).with_suffix(".tsv")
-
-
-def term_file_header(source: str, texts: int, scores_name: str) -> list[str]:
-    """The comment lines at the top of a mined term file: where it came from and how to use it."""
-    return [f"Candidate domain terms mined by `domainft terms` from {source} ({texts:,} texts).",
-            "One term per line, best first, as augment.protected_terms reads it (case-insensitive, whole words).",
-            f"Trim it: delete what augmentation may change, from the bottom first. Scores: {scores_name}.",
-            "English: keyness against general English (wordfreq); Chinese: TF-IDF with jieba's IDF.",
-            "Codes and numbers with units are protected by the built-in patterns whether listed or not."]
-
-
-def write_terms(terms: Sequence[Term], path: str | Path, header: Sequence[str] = ()) -> Path:
-    """Write the term file (one term per line, best first, `#` header lines: the format
-    `augment.protected_terms` reads) and its scores beside it (`sidecar_path`). Returns the TSV path."""
-    path, tsv = Path(path), sidecar_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {h}" for h in header] + [t.text for t in terms]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    rows = ["\t".join(TSV_COLUMNS)] + ["\t".join((str(i), t.text, f"{t.score:.6g}", str(t.count), str(t.docs),
-                                                    t.language, t.kind)) for i, t in enumerate(terms, 1)]
-    tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return tsv
-
-
-def format_table(terms: Sequence[Term], n: int = 20) -> str:
-    """The first `n` terms as an aligned text table."""
-    rows = [("#", "term", "kind", "lang", "count", "docs", "score")]
-    rows += [(str(i), t.text, t.kind, t.language, str(t.count), str(t.docs), f"{t.score:.4g}")
-             for i, t in enumerate(terms[:n], 1)]
-    widths = [max(_width(r[c]) for r in rows) for c in range(len(rows[0]))]
-    right = {0, 4, 5, 6}
-    return "\n".join("  ".join(v.rjust(w - _width(v) + len(v)) if c in right else v.ljust(w - _width(v) + len(v))
-                               for c, (v, w) in enumerate(zip(r, widths))).rstrip() for r in rows)
-
-
-def _width(s: str) -> int:
-    """Terminal columns: wide (CJK) characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in s)

