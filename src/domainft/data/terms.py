@@ -113,8 +113,8 @@ class TermCounts:
 
 
 def _prune(pool: _Pool) -> None:
-    """Drop the candidates seen at most `pool.floor` times, then raise the floor (as gensim's Phrases
-    bounds its vocabulary): a big corpus keeps what can still reach the top, in bounded memory."""
+    """Raise the floor and drop the candidates seen at most that often (as gensim's Phrases bounds
+    its vocabulary): a big corpus keeps what can still reach the top, in bounded memory."""
     pool.floor += 1
     rare = [k for k, c in pool.counts.items() if c <= pool.floor]
     for k in rare:
