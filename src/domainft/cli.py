@@ -83,6 +83,52 @@ def cmd_tune(a) -> int:
     return 0
 
 
+def cmd_terms(a) -> int:
+    import time
+
+    from domainft.data.corpus import CorpusReader
+    from domainft.data.labels import build_label_names
+    from domainft.data.readers import ParseOptions
+    from domainft.data.sources import collect_sources
+    from domainft.data.term_file import format_table, sidecar_path, term_file_header, write_terms
+    from domainft.data.terms import TermCounts, rank_terms
+
+    cfg = load_config(a.config, a.overrides)
+    d = cfg.data
+    out = a.out or os.path.join(cfg.output_dir, "domain_terms.txt")
+    if os.path.abspath(sidecar_path(out)) == os.path.abspath(out):
+        raise UserError(f"--out {out}: the scores go to a .tsv beside the term file; give the term file another suffix")
+    start = last = time.perf_counter()
+    files = collect_sources(d.train, d.eval, d.format)
+    labels = tuple(build_label_names(d.labels, [])) if d.labels is not None else None
+    reader = CorpusReader(files, ParseOptions(d.text_column, d.label_column, d.encoding, labels, d.nfkc,
+                                              d.unescape_html), d.on_bad_record, d.dedupe)
+
+    def progress(r: CorpusReader) -> None:  # a line every 5 s: only a big corpus prints any
+        nonlocal last
+        if time.perf_counter() - last >= 5:
+            last = time.perf_counter()
+            print(f"terms: read {r.bytes_done / max(r.bytes_total, 1):.0%} of {r.bytes_total / 1e6:,.1f} MB, "
+                  f"{r.good:,} texts", file=sys.stderr)
+
+    counts = TermCounts(cfg.augment.language)
+    for text in reader.texts(progress):
+        counts.add(text)
+    if counts.texts == 0:
+        raise UserError(f"{d.train}: no text to mine terms from ({reader.rows_read} rows read, "
+                        f"{sum(reader.rejected.values())} rejected, {reader.empty} empty)")
+    terms = rank_terms(counts, a.top)
+    tsv = write_terms(terms, out, term_file_header(d.train + (f" and {d.eval}" if d.eval else ""), counts.texts,
+                                                   sidecar_path(out).name))
+    skipped = ", ".join(f"{k} {v}" for k, v in (("rejected", sum(reader.rejected.values())),
+                                                 ("duplicates", reader.duplicates), ("empty", reader.empty)) if v)
+    print(f"{len(terms)} terms from {counts.texts:,} texts ({reader.rows_read:,} rows read"
+          f"{', ' + skipped if skipped else ''}) in {time.perf_counter() - start:.1f} s")
+    print(format_table(terms, 20))
+    print(f"wrote {out} (scores: {tsv})")
+    return 0
+
+
 def cmd_k8s_validate(a) -> int:
     from domainft.deploy.k8s import format_findings, validate_tree
 
@@ -96,6 +142,13 @@ def cmd_setup_wordnet(a) -> int:
 
     print(f"WordNet ready in {build_wordnet(a.dest)} (add it to NLTK_DATA or DOMAINFT_NLTK_DATA if not default)")
     return 0
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=None, help="GPUs for the memory estimate (default scaling.num_workers)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_plan)
+    p = sub.add_parser("terms", help="mine candidate domain terms from the corpus for augment.protected_terms (no Ray)")
+    _config_args(p)
+    p.add_argument("--top", type=_positive, default=1000, help="most terms written (default 1000)")
+    p.add_argument("--out", default=None,
+                   help="term file (default <output_dir>/domain_terms.txt; scores in a .tsv beside it)")
+    p.set_defaults(fn=cmd_terms)
     p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
     p.add_argument("config", help="sweep YAML")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")
