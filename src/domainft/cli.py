@@ -12,18 +12,26 @@ from domainft.errors import UserError
 
 def _env_defaults() -> None:
     # Offline by default: a hub name still works when HF_HUB_OFFLINE=0 is set by the user.
+    # (No torch import here: validate, plan's config checks and k8s-validate stay light.)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda")
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
+def _load(a, logs: bool = True):
+    """The validated config of a command; commands that run Ray or models log libraries to a file."""
+    cfg = load_config(a.config, a.overrides)
+    if logs:
+        from domainft import console
 
-        return torch.cuda.is_available()
-    except Exception:  # torch missing or broken: let later imports raise the real error
-        return False
+        console.setup_logging(cfg.output_dir)
+    return cfg
+
+
+def _closing(cfg) -> None:
+    from domainft import console
+
+    for line in console.closing_lines(cfg.output_dir):
+        print(line)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -32,43 +40,46 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a, logs=False)
     print(dump_yaml(cfg), end="")
     print("# valid", file=sys.stderr)
     return 0
 
 
 def cmd_prepare(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a)
     from domainft.distributed.datasets import run_prepare
 
     run_prepare(cfg, force=True)
+    _closing(cfg)
     return 0
 
 
 def cmd_augment(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a)
     from domainft.distributed.augment import run_augment
 
     run_augment(cfg)
+    _closing(cfg)
     return 0
 
 
 def cmd_train(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a)
     if cfg.augment.ab:
         from domainft.distributed.ab import run_ab
 
         run_ab(cfg)
-        return 0
-    from domainft.distributed.trainer import run_train
+    else:
+        from domainft.distributed.trainer import run_train
 
-    run_train(cfg)
+        run_train(cfg)
+    _closing(cfg)
     return 0
 
 
 def cmd_plan(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a, logs=False)
     from domainft.planning import format_plan, make_plan
 
     plan = make_plan(cfg, num_gpus=a.gpus)
@@ -93,7 +104,7 @@ def cmd_terms(a) -> int:
     from domainft.data.term_file import format_table, sidecar_path, term_file_header, write_terms
     from domainft.data.terms import TermCounts, rank_terms
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a)
     d = cfg.data
     out = a.out or os.path.join(cfg.output_dir, "domain_terms.txt")
     if os.path.abspath(sidecar_path(out)) == os.path.abspath(out):
@@ -154,6 +165,8 @@ def _positive(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainft", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray, Ray Data, DeepSpeed and transformers output too (always in <output_dir>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("validate", cmd_validate, "validate a config and print it resolved"),
@@ -181,19 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_tune)
     p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
     p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
-    p.set_defaults(fn=cmd_k8s_validate, runs_models=False)
+    p.set_defaults(fn=cmd_k8s_validate)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
     for p in sub.choices.values():  # `domainft train CONFIG --debug` works as well as `domainft --debug train`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "runs_models", True):  # _env_defaults imports torch: not for checks of manifests
-        _env_defaults()
+    _env_defaults()
+    if args.verbose:
+        os.environ["DOMAINFT_VERBOSE"] = "1"
     try:
         return args.fn(args)
     except (ConfigError, UserError) as e:  # the user's input: one clear message, exit 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import os
 
+from domainft.config.paths import is_uri, looks_local
 from domainft.config.schema import Config
 
 # DeepSpeed keys that would break what domainft guarantees (see README, "DeepSpeed overrides").
@@ -105,11 +106,10 @@ def path_problems(raw: dict) -> list[str]:
     p: list[str] = []
     for key in ("data.train", "data.eval", "augment.protected_terms"):
         value = get(key)
-        if value and "://" not in value and not _local_exists(os.path.expanduser(value)):
+        if value and not is_uri(value) and not _local_exists(os.path.expanduser(value)):
             p.append(f"{key}: no such file, folder or glob match: {value}")
     name = get("model.name_or_path")
-    # A path (starts with / . ~, or its first segment exists here) must be a model folder; else a hub name.
-    if name and (name.startswith(("/", ".", "~")) or os.path.exists(name.split(os.sep)[0])):
+    if name and looks_local(name):  # a path must be a model folder; else it is a hub name
         path = os.path.expanduser(name)
         if not os.path.isdir(path):
             p.append(f"model.name_or_path: no such model folder: {name}")

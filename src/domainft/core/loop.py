@@ -111,13 +111,14 @@ def _any_rank_has(has: bool, device: torch.device) -> bool:
 
 @torch.no_grad()
 def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classes: int, device: torch.device,
-             world: int = 1) -> tuple[torch.Tensor, float, int]:
+             world: int = 1, on_batch: Callable[[int], None] = lambda rows: None) -> tuple[torch.Tensor, float, int]:
     """Distributed eval over this rank's own shard of the eval split (every row on exactly one rank).
 
     Shards may differ in size (the eval split is not cut to equal lengths, so no row is dropped),
     yet ranks step in lockstep: each round every rank runs one forward, a rank whose shard is done
     repeats its last batch (or a 1-row dummy) with weight 0, until no rank has a batch left.
     ZeRO-3 gathers parameters collectively inside forward, so an unequal number of forwards hangs.
+    `on_batch(rows)` runs after each scored batch of this rank (progress).
 
     Returns:
         (confusion matrix [true, pred] summed over ranks, mean loss, rows evaluated over all ranks).
@@ -141,6 +142,7 @@ def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classe
         cm += torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
         stats[0] += out.loss.double() * labels.numel()
         stats[1] += labels.numel()
+        on_batch(labels.numel())
     if distributed:
         dist.all_reduce(cm)
         dist.all_reduce(stats)

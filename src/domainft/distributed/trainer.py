@@ -14,16 +14,19 @@ from ray.train import LoggingConfig
 from ray.train import TrainingFailedError
 from ray.train.torch import TorchTrainer
 
+from domainft import console
 from domainft.config import Config, ConfigError, to_dict
 from domainft.config.identity import identity_differences, identity_hash, run_identity
 from domainft.core.geometry import geometry
 from domainft.distributed.cluster import init_ray
+from domainft.distributed.progress import LiveProgress
 from domainft.distributed.recipe import CKPT_TAG, STATE_FILE
 from domainft.distributed.worker import train_fn_per_worker
 from domainft.errors import UserError
+from domainft.summary import ADVICE, format_summary
 
-def _loop_config(cfg: Config, report: dict, pad_token_id: int, identity: dict) -> dict[str, Any]:
-    return {"config": to_dict(cfg), "identity": identity,
+def _loop_config(cfg: Config, report: dict, pad_token_id: int, identity: dict, hub: Optional[Any]) -> dict[str, Any]:
+    return {"config": to_dict(cfg), "identity": identity, "progress": hub,
             "failpoint": os.environ.get("DOMAINFT_FAILPOINT"),  # fault injection for the restart tests only
             "data": {"label_names": report["label_names"], "train_rows": report["train_rows"],
                      "eval_rows": report["eval_rows"], "pad_token_id": pad_token_id,
@@ -87,8 +90,10 @@ def storage_of(cfg: Config) -> str:
 
 
 def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optional[list] = None,
-                  name: Optional[str] = None, storage_path: Optional[str] = None) -> TorchTrainer:
-    """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way."""
+                  name: Optional[str] = None, storage_path: Optional[str] = None,
+                  progress_hub: Optional[Any] = None) -> TorchTrainer:
+    """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way.
+    `progress_hub`: a distributed.progress.ProgressHub for the workers' lines and bars."""
     sc, rc = cfg.scaling, cfg.run
     geometry(report["train_rows"], sc.num_workers, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs)
     identity = run_identity(cfg, report.get("fingerprint") or [report.get("train_dir"), report.get("train_rows")])
@@ -99,7 +104,7 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
     name = name or run_name(cfg, identity)
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=_loop_config(cfg, report, pad_token_id, identity),
+        train_loop_config=_loop_config(cfg, report, pad_token_id, identity, progress_hub),
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name, storage_path=storage,
@@ -172,18 +177,22 @@ def train_prepared(cfg: Config, report: dict, callbacks: Optional[list] = None, 
 
     tokenizer = build_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code,
                                 revision=cfg.model.revision)
-    trainer = build_trainer(cfg, report, pad_token_id=tokenizer.pad_token_id or 0, callbacks=callbacks)
-    try:
-        result = trainer.fit()
-    except TrainingFailedError as e:
-        raise user_error_of(e) or e
+    with LiveProgress() as live:
+        trainer = build_trainer(cfg, report, pad_token_id=tokenizer.pad_token_id or 0, callbacks=callbacks,
+                                progress_hub=live.hub)
+        try:
+            with console.to_log():  # Ray Train's own start-up and shutdown chatter
+                result = trainer.fit()
+        except TrainingFailedError as e:
+            raise user_error_of(e) or e
     if result.error is not None:
         raise user_error_of(result.error) or result.error
-    summary = finalize(cfg, result, report)
+    with console.to_log():  # DeepSpeed's consolidation and transformers' save reports
+        summary = finalize(cfg, result, report)
     summary["seconds"] = round(time.time() - t0, 1)
     write_json(os.path.join(cfg.output_dir, "metrics.json"), summary)
     if not quiet:
-        print(format_summary(summary))
+        print(format_summary(summary, with_history=False))
     return summary
 
 
@@ -250,30 +259,7 @@ def finalize(cfg: Config, result, report: dict) -> dict:
             "checkpoint": best_ckpt.path, "config": to_dict(cfg)}
 
 
-ADVICE = ("what to change: a new classification head needs a higher LR (optim.head_lr_mult, now {head:g}; try 10), "
-          "minority classes need weight (train.class_weights=balanced, or a lower data.max_class_ratio), and a small "
-          "corpus needs enough optimizer steps ({steps} were taken at a global batch of {batch}: more train.epochs, "
-          "or fewer workers / a smaller train.batch_size, or optim.lr_scaling=sqrt)")
-
-
 def write_json(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
-
-
-def format_summary(s: dict) -> str:
-    lines = ["", "epoch  train_loss  eval_loss  accuracy  macro_f1  trainable_down_to"]
-    for h in s["history"]:
-        lines.append(f"{h['epoch']:>5}  {h['train_loss']:>10.4f}  {h['eval_loss']:>9.4f}  {h['accuracy']:>8.4f}  "
-                     f"{h['macro_f1']:>8.4f}  depth {h['lowest_trainable']}")
-    b = s["best"]
-    lines += ["", f"best epoch {b['epoch']} by {s['metric_for_best']}: accuracy {b['accuracy']:.4f}, "
-                  f"macro-F1 {b['macro_f1']:.4f}", "", "class            precision  recall      f1  support"]
-    for name, pc in b["per_class"].items():
-        lines.append(f"{name[:16]:<16} {pc['precision']:>9.4f} {pc['recall']:>7.4f} {pc['f1']:>7.4f} "
-                     f"{pc['support']:>8}")
-    for w in s.get("warnings", []):
-        lines += ["", f"!!! WARNING {w}"]
-    lines += ["", f"model: {s['best_model_dir']}", f"plots: {', '.join(s['plots'].values())}"]
-    return "\n".join(lines)
