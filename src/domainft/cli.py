@@ -66,6 +66,8 @@ def cmd_augment(a) -> int:
 
 def cmd_train(a) -> int:
     cfg = _load(a)
+    if cfg.distill.teacher:
+        raise UserError(f"{a.config}: distill.teacher is set: run `domainft distill {a.config}` to distil, or remove it")
     if cfg.augment.ab:
         from domainft.distributed.ab import run_ab
 
@@ -74,6 +76,15 @@ def cmd_train(a) -> int:
         from domainft.distributed.trainer import run_train
 
         run_train(cfg)
+    _closing(cfg)
+    return 0
+
+
+def cmd_distill(a) -> int:
+    cfg = _load(a)
+    from domainft.distributed.distill import run_distill
+
+    run_distill(cfg)
     _closing(cfg)
     return 0
 
@@ -173,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("prepare", cmd_prepare, "read, clean, balance, split, augment and tokenize the corpus (Ray Data)"),
         ("augment", cmd_augment, "run only the augmentation of the train split and write it"),
         ("train", cmd_train, "prepare if needed, then fine-tune on Ray Train + DeepSpeed"),
+        ("distill", cmd_distill, "train a smaller student on a fine-tuned teacher's soft labels (distill: section)"),
     ):
         p = sub.add_parser(name, help=help_)
         _config_args(p)

@@ -139,6 +139,21 @@ class AugmentConfig(Strict):
     seed: Optional[int] = Field(None, description="Augmentation seed; default train.seed.")
 
 
+class DistillConfig(Strict):
+    teacher: Optional[str] = Field(None, description="`domainft distill`: the fine-tuned teacher, an exported best/ (a Hugging Face classifier folder).")
+    student: Optional[str] = Field(
+        None, description="A student model folder or hub name sharing the teacher's tokenizer; else the student is built "
+                          "from the teacher with student_layers / student_hidden_size.")
+    student_layers: Optional[list[int]] = Field(
+        None, description="Teacher encoder layers kept, bottom = 0 (e.g. [1, 3, 5]); they initialise the student (DistilBERT-style).")
+    student_hidden_size: Optional[int] = Field(
+        None, ge=16, description="A narrower student: weights are initialised from the teacher's leading dimensions.")
+    temperature: float = Field(2.0, gt=0.0, description="Softmax temperature of the soft (KL) loss.")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the soft loss; 1 - alpha weighs cross-entropy on the labels.")
+    hidden_loss: float = Field(0.0, ge=0.0, description="Weight of matching student hidden states to the mapped teacher layers "
+                                                        "(needs the teacher's hidden size).")
+
+
 class Config(Strict):
     output_dir: str = Field(description="Where data, checkpoints, the best model and metrics go.")
     data: DataConfig
@@ -150,3 +165,4 @@ class Config(Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)

@@ -68,7 +68,8 @@ def fit_epoch(run: WorkerRun, epoch: int) -> dict[str, float]:
         batch_size=t.batch_size, collate_fn=PadCollate(run.pad_id), drop_last=True,
         local_shuffle_buffer_size=max(256, 4 * t.batch_size), local_shuffle_seed=t.seed + epoch)
     stats = train_epoch(run.engine, batches, run.geo.micro_batches_per_epoch, run.device,
-                        lambda step, loss: run.on_step(step, loss, epoch), loss_fn=run.loss_fn)
+                        lambda step, loss: run.on_step(step, loss, epoch), loss_fn=run.loss_fn,
+                        forward_kwargs=run.forward_kwargs)
     stats["train_samples_per_s"] = run.progress.samples_per_s(run.engine.global_steps)
     return stats
 
