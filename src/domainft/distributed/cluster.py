@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import ray
+import ray.data
 
 from domainft import console
 
@@ -29,8 +30,7 @@ def init_ray() -> None:
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             ray.init(include_dashboard=False, runtime_env={"env_vars": env} if env else None,
                      log_to_driver=console.verbose())
-    import ray.data  # configures its loggers on import: route them after
-
+    # Ray Data configures its loggers on import (at the top of this module): route them after ray.init.
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours instead (distributed/progress.py)
     console.quiet_libraries()
     link_ray_logs()
