@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -24,6 +25,8 @@ def _load(a, logs: bool = True):
         from domainft import console
 
         console.setup_logging(cfg.output_dir)
+        if hasattr(a, "redirects"):  # native stderr (Ray's C++ logs) to the log file until the command ends
+            a.redirects.enter_context(console.native_to_log())
     return cfg
 
 
@@ -222,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ["DOMAINFT_VERBOSE"] = "1"
     try:
-        return args.fn(args)
+        with contextlib.ExitStack() as stack:  # what a command redirects ends with it (see _load)
+            args.redirects = stack
+            return args.fn(args)
     except (ConfigError, UserError) as e:  # the user's input: one clear message, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2

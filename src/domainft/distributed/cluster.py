@@ -22,6 +22,7 @@ def init_ray() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Workers' own output (DeepSpeed, transformers, Ray Train internals) stays in Ray's log files
     # unless --verbose: our lines and bars reach the console through distributed/progress.py.
+    console.quiet_libraries()  # before init: its own warnings (token auth, "Started a local Ray instance") too
     with console.to_log():
         if os.environ.get("RAY_ADDRESS"):
             # A submitted job's runtime_env already carries its env; passing ours too is a conflict error.
