@@ -56,11 +56,18 @@ class ExactEvalDataConfig(DataConfig):
         output = [{} for _ in range(world_size)]
         for name, ds in datasets.items():
             ds = ds.copy(ds)
-            ds.context.execution_options = DataConfig.default_ingest_options()
+            ds.context.execution_options = _ingest_options()
             for rank, shard in enumerate(ds.streaming_split(world_size, equal=name != "eval",
                                                             locality_hints=worker_node_ids)):
                 output[rank][name] = shard
         return output
+
+
+def _ingest_options():
+    # DataConfig.default_ingest_options() without its deprecated exclude_resources (a warning per run).
+    current = ray.data.DataContext.get_current().execution_options
+    return ray.data.ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+                                     verbose_progress=current.verbose_progress)
 
 
 def _datasets(report: dict, cfg: Config) -> dict:
