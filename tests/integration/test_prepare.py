@@ -166,6 +166,23 @@ def test_every_input_format_gives_the_same_data_and_freshness(ray_cluster, tmp_p
         assert json.load(f)["fingerprint"] == again["fingerprint"]
 
 
+def test_fingerprint_follows_what_decides_the_tokenizer(tmp_path, minilm_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (model / name).write_bytes((minilm_path / name).read_bytes())
+    base = config(tmp_path, model, train=str(BAD / "unknown_label.jsonl"))
+    fp = datasets.prepare_fingerprint(base)
+    for key, value in (("revision", "v2.0"), ("trust_remote_code", True)):
+        changed = base.model_copy(deep=True)
+        setattr(changed.model, key, value)
+        assert datasets.prepare_fingerprint(changed) != fp, key
+    (model / "model.safetensors").write_bytes(b"new weights do not change the tokens")
+    assert datasets.prepare_fingerprint(base) == fp
+    os.utime(model / "vocab.txt", ns=(1, 1))  # a tokenizer saved again in place
+    assert datasets.prepare_fingerprint(base) != fp
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name, labels, message", [
     ("malformed_json.jsonl", None, "line 3: malformed JSON [malformed_json]: Expecting ',' delimiter at column 48"),

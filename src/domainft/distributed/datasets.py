@@ -28,7 +28,8 @@ from domainft.data.plan import EVAL, TRAIN, make_plan, select_rows
 from domainft.data.readers import ParseOptions, parse_chunk
 from domainft.data.report import build_report, count_problems, fingerprint, format_report
 from domainft.data.sources import collect_sources, input_signature
-from domainft.data.tokenize import build_encoder, encoder_spec, load_tokenizer, tokenize_table
+from domainft.data.tokenize import (build_encoder, encoder_spec, load_tokenizer, tokenize_table,
+                                    tokenizer_signature)
 from domainft.errors import UserError
 
 CHUNK_BYTES = 64 * 1024**2  # big JSONL / Parquet inputs are read as several tasks of at most this size
@@ -43,11 +44,13 @@ def data_dir(cfg: Config) -> str:
 
 
 def prepare_fingerprint(cfg: Config) -> str:
-    """Hash of data + augment config, model, seed, and each local input file's path, size and mtime."""
-    d = cfg.data
+    """Hash of data + augment config, seed, each local input file's path, size and mtime, and what
+    decides the tokenizer: model path, revision, trust_remote_code, a local folder's tokenizer files."""
+    d, m = cfg.data, cfg.model
     inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format)}
-    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), cfg.model.name_or_path,
-                       cfg.train.seed, inputs)
+    model = {"name_or_path": m.name_or_path, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
+             "tokenizer_files": tokenizer_signature(m.name_or_path)}
+    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), model, cfg.train.seed, inputs)
 
 
 def _fresh_report(cfg: Config, fp: str) -> Optional[dict]:
