@@ -22,6 +22,7 @@ from domainft.data.sources import COMPRESSION_EXTS, SourceFile, filesystem
 SPLITTABLE = {"jsonl", "csv", "tsv"}  # text formats whose records can be found from the bytes
 PIECE_BYTES = 1 << 20  # what a read task holds of its input at a time
 SCAN_BYTES = 1 << 22  # block of the pre-pass (its NumPy arrays are a few times this)
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def is_compressed(uri: str) -> bool:
@@ -95,6 +96,8 @@ def scan_chunk(chunk: dict, encoding: str = "utf-8") -> dict:
             data = np.frombuffer(f.read_at(hi - lo, lo), dtype=np.uint8)
             ext = np.full(n + 2, 10, dtype=np.uint8)  # a virtual newline before the file and after it
             ext[1 - (pos - lo):1 - (pos - lo) + len(data)] = data
+            if pos == 0 and data[:3].tobytes() == UTF8_BOM and delim:
+                ext[1:4] = ord(delim)  # the reader never sees a BOM: a quote after it opens the first field
             scan.feed(pos, ext)
         out = scan.result()
     if start == 0 and chunk["quoting"] == "auto":

@@ -6,6 +6,7 @@ as `tokenizer(texts, truncation=True, max_length=L)`, without importing transfor
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -33,8 +34,6 @@ _TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added
 def tokenizer_signature(name_or_path: str) -> list:
     """(name, size, mtime) of the tokenizer files of a local model folder, [] for a hub name: a tokenizer
     changed in place changes the token ids, so prepared data that depends on it is stale."""
-    import os
-
     if not os.path.isdir(name_or_path):
         return []
     out = []

@@ -263,6 +263,15 @@ def test_a_quote_outside_the_grammar_reads_the_file_whole_as_the_csv_module_does
     assert [r["source_id"] for r in records(got)][:3] == ["bare.csv:2", "bare.csv:3", "bare.csv:5"]
 
 
+def test_a_bom_and_a_quoted_header_still_cut_at_record_starts(tmp_path):
+    body = '"text","label"\r\n' + "".join(f'"row {i},\r\nsecond line",{"ab"[i % 2]}\r\n' for i in range(20))
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    assert len(read_chunks(tmp_path / "excel.csv", 50)) > 5
+    got = parse(tmp_path / "excel.csv", chunk_bytes=50)
+    assert texts_of(got) == [(f"row {i}, second line", "ab"[i % 2]) for i in range(20)]
+    assert [r["source_id"] for r in records(got)][:2] == ["excel.csv:2", "excel.csv:4"]
+
+
 def test_tsv_quoting_none_keeps_bare_quotes_and_auto_agrees(tmp_path):
     body = 'text\tlabel\n"Great" product\tpos\nhe said "no\tneg\n"\tneg\n'
     (tmp_path / "a.tsv").write_text(body, encoding="utf-8")
