@@ -21,17 +21,18 @@ import ray
 import ray.data
 
 from domainft.config.schema import Config
-from domainft.data.chunks import count_newlines, needs_line_count, plan_chunks, set_line_offsets
+from domainft.data.chunks import align_chunks, ascii_compatible, needs_scan, plan_chunks, scan_chunk
 from domainft.data.collect import COLUMNS, Collector
 from domainft.data.labels import build_label_names, write_label_map
 from domainft.data.plan import EVAL, TRAIN, make_plan, select_rows
 from domainft.data.readers import ParseOptions, parse_chunk
 from domainft.data.report import build_report, count_problems, fingerprint, format_report
 from domainft.data.sources import collect_sources, input_signature
-from domainft.data.tokenize import build_encoder, encoder_spec, load_tokenizer, tokenize_table
+from domainft.data.tokenize import (build_encoder, encoder_spec, load_tokenizer, tokenize_table,
+                                    tokenizer_signature)
 from domainft.errors import UserError
 
-CHUNK_BYTES = 64 * 1024**2  # big JSONL / Parquet inputs are read as several tasks of at most this size
+CHUNK_BYTES = 64 * 1024**2  # big JSONL / CSV / TSV / Parquet inputs are read as several tasks of at most this size
 MIN_CHUNK_BYTES = 1024**2  # ... and at least this (smaller inputs: enough chunks to keep every CPU busy)
 TOKENIZE_BATCH = 512
 MIN_ROWS_PER_FILE = 100_000
@@ -43,11 +44,13 @@ def data_dir(cfg: Config) -> str:
 
 
 def prepare_fingerprint(cfg: Config) -> str:
-    """Hash of data + augment config, model, seed, and each local input file's path, size and mtime."""
-    d = cfg.data
+    """Hash of data + augment config, seed, each local input file's path, size and mtime, and what
+    decides the tokenizer: model path, revision, trust_remote_code, a local folder's tokenizer files."""
+    d, m = cfg.data, cfg.model
     inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format)}
-    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), cfg.model.name_or_path,
-                       cfg.train.seed, inputs)
+    model = {"name_or_path": m.name_or_path, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
+             "tokenizer_files": tokenizer_signature(m.name_or_path)}
+    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), model, cfg.train.seed, inputs)
 
 
 def _fresh_report(cfg: Config, fp: str) -> Optional[dict]:
@@ -69,12 +72,13 @@ def ensure_prepared(cfg: Config) -> dict:
     return run_prepare(cfg, force=False)
 
 
-def run_prepare(cfg: Config, force: bool = False) -> dict:
+def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] = None) -> dict:
     """Run the data pipeline, write `<output_dir>/data/`, print the report table and return the report.
 
     Uses the running Ray if there is one, else starts a local one. With force=False an up-to-date
     output is returned without work. Bad records raise BadRecordError (on_bad_record: error) or go
-    to rejects.jsonl (skip); an empty result raises UserError.
+    to rejects.jsonl (skip); an empty result raises UserError. `chunk_bytes` overrides the size of
+    the read chunks big files are cut into (default: from the input size and the CPUs).
     """
     start = time.perf_counter()
     d, out = cfg.data, data_dir(cfg)
@@ -105,7 +109,7 @@ def run_prepare(cfg: Config, force: bool = False) -> dict:
 
     try:
         lap("setup")
-        parsed = _parse(files, opts)  # 1. read, validate, clean, hash (parallel)
+        parsed = _parse(files, opts, d.quoting, chunk_bytes)  # 1. read, validate, clean, hash (parallel)
         lap("read_parse_clean")
         collector = _collect(parsed, files, rejects_path)  # 2. counts and small columns on the driver
         if d.on_bad_record == "error" and (err := collector.first_error()) is not None:
@@ -173,20 +177,19 @@ def _cpus() -> int:
 
 
 @ray.remote(num_cpus=1)
-def _count_newlines(chunk: dict) -> int:
-    return count_newlines(chunk)
+def _scan_chunk(chunk: dict, encoding: str) -> dict:
+    return scan_chunk(chunk, encoding)
 
 
-def _parse(files, opts: ParseOptions) -> ray.data.MaterializedDataset:
+def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] = None) -> ray.data.MaterializedDataset:
     """Parse every file (cut into chunks) into good and rejected rows, materialized in the object store."""
-    ascii_ok = "\n".encode(opts.encoding) == b"\n"
     total = sum(f.size for f in files)
-    chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
-    chunks = plan_chunks(files, chunk_bytes, ascii_ok)
-    counted = [c for c in chunks if needs_line_count(c)]
-    if counted:  # a cut file's line numbers need the newlines before each chunk: count in parallel
-        counts = iter(ray.get([_count_newlines.remote(c) for c in counted]))
-        chunks = set_line_offsets(chunks, [next(counts) if needs_line_count(c) else None for c in chunks])
+    if chunk_bytes is None:
+        chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
+    chunks = plan_chunks(files, chunk_bytes, ascii_compatible(opts.encoding), quoting)
+    if any(needs_scan(c) for c in chunks):  # cut files: find record starts and line numbers, in parallel
+        scans = iter(ray.get([_scan_chunk.remote(c, opts.encoding) for c in chunks if needs_scan(c)]))
+        chunks = align_chunks(chunks, [next(scans) if needs_scan(c) else None for c in chunks])
     blocks = min(len(chunks), max(2 * _cpus(), total // chunk_bytes + 1))
     ds = ray.data.from_items(chunks, override_num_blocks=blocks)
     ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"opts": asdict(opts)})
