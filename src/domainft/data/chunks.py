@@ -10,9 +10,10 @@ Compressed files and quoted files that break the quoting grammar are read whole,
 """
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import asdict
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -57,6 +58,20 @@ def plan_chunks(files: list[SourceFile], chunk_bytes: int, ascii_ok: bool = True
         else:
             chunks.append(base)
     return chunks
+
+
+def read_plan(files: list[SourceFile], chunk_bytes: int, encoding: str, quoting: str = "auto",
+              scan_map: Callable[[Callable, list[dict]], Iterable[dict]] = None) -> list[dict]:
+    """The chunks to read, every cut moved to a record start: plan_chunks, then scan_chunk over the
+    cut chunks with `scan_map(fn, chunks)` (the builtin map in this process; prepare passes one
+    that runs them as parallel Ray tasks), then align_chunks."""
+    chunks = plan_chunks(files, chunk_bytes, ascii_compatible(encoding), quoting)
+    todo = [c for c in chunks if needs_scan(c)]
+    if not todo:
+        return chunks
+    mapper = scan_map or (lambda fn, items: list(map(fn, items)))
+    scans = iter(mapper(functools.partial(scan_chunk, encoding=encoding), todo))
+    return align_chunks(chunks, [next(scans) if needs_scan(c) else None for c in chunks])
 
 
 def needs_scan(chunk: dict) -> bool:

@@ -22,13 +22,8 @@ includes the eval-leak filter) still matches it.
 """
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -39,8 +34,9 @@ import ray
 from domainft.data.augment.pipeline import (AUG_OP, COPY, DROP, DROP_REASONS, DUPLICATE, IDENTICAL,
                                             IDENTICAL_TO_EVAL, INTERNAL_COLUMNS, IS_AUGMENTED, LANG, PENDING_BT,
                                             SOURCE_ID, TEXT, AugmentSettings, apply_backtranslation,
-                                            augment_batch, row_uids, text_hash)
+                                            augment_batch, row_uids)
 from domainft.data.augment.protect import read_terms
+from domainft.data.clean import text_hash
 from domainft.errors import UserError
 
 HASH, UID = "_h", "_uid"
@@ -50,7 +46,7 @@ TOKENIZER_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "length")
 
 _FIXED_TYPES = {SOURCE_ID: pa.string(), AUG_OP: pa.string(), IS_AUGMENTED: pa.bool_(), TEXT: pa.string(),
                 COPY: pa.int32(), DROP: pa.string(), PENDING_BT: pa.bool_(), LANG: pa.string(),
-                HASH: pa.int64(), UID: pa.int64()}
+                HASH: pa.uint64(), UID: pa.int64()}
 
 
 def settings_from_config(cfg: Any) -> AugmentSettings:
@@ -127,7 +123,7 @@ class MarianStage:
 
 def _finish_stage(table: pa.Table) -> pa.Table:
     """Text hash for de-duplication and a uid per row, both functions of the row's values alone."""
-    hashes = pa.array([text_hash(t or "") for t in table.column(TEXT).to_pylist()], type=pa.int64())
+    hashes = pa.array([text_hash(t or "") for t in table.column(TEXT).to_pylist()], type=pa.uint64())
     return table.append_column(HASH, hashes).append_column(UID, row_uids(table))
 
 
@@ -160,7 +156,7 @@ def _apply(mat: "ray.data.Dataset", drop_uids: np.ndarray, once_uids: np.ndarray
 
 def _eval_hash_stage(table: pa.Table, text_column: str) -> pa.Table:
     return pa.table({HASH: pa.array([text_hash(t or "") for t in table.column(text_column).to_pylist()],
-                                    type=pa.int64())})
+                                    type=pa.uint64())})
 
 
 def _gpus_in_cluster() -> int:
@@ -343,78 +339,3 @@ def augment_train(train_ds: "ray.data.Dataset", cfg: Any,
     return augment_dataset(train_ds, settings_from_config(cfg), backend=bt.backend, pivot=bt.pivot,
                            forward=bt.forward, backward=bt.backward, bt_batch_size=bt.batch_size,
                            num_beams=bt.num_beams, eval_ds=eval_ds)
-
-
-# --- `domainft augment CONFIG` -----------------------------------------------------------------------
-def _originals_only(table: pa.Table) -> pa.Table:
-    return table.filter(pc.invert(table.column(IS_AUGMENTED)))
-
-
-def _augmented_only(table: pa.Table) -> pa.Table:
-    return table.filter(table.column(IS_AUGMENTED))
-
-
-def _split_files(output_dir: str, split: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(output_dir, "data", split, "*.parquet")))
-
-
-def format_report(report: dict) -> str:
-    """A plain-text table of the augmentation report."""
-    lines = [f"augmentation: {report.get('rows_in', 0)} rows in -> {report.get('rows_out', 0)} rows out "
-             f"({report.get('augmented', 0)} augmented of {report.get('attempted', 0)} attempted, "
-             f"{report.get('seconds', 0)} s)"]
-    width = max([len(k) for k in list(report.get("rows_per_op", {})) + list(report.get("dropped", {}))] + [10])
-    lines.append(f"  {'kept, per op'.ljust(width)}  rows")
-    for op, n in report.get("rows_per_op", {}).items():
-        lines.append(f"  {op.ljust(width)}  {n}")
-    lines.append(f"  {'dropped, per reason'.ljust(width)}  rows")
-    for reason, n in report.get("dropped", {}).items():
-        lines.append(f"  {reason.ljust(width)}  {n}")
-    return "\n".join(lines)
-
-
-def run_augment(cfg: Any) -> dict:
-    """`domainft augment CONFIG`: augment the prepared, un-augmented train split and write it.
-
-    Reads <output_dir>/data/train/*.parquet (prepared first, with augmentation off, when missing),
-    keeps its original rows, writes originals + augmented rows to <output_dir>/data/augmented/,
-    the report to <output_dir>/data/augment_report.json, and prints the report and examples.
-    """
-    import json
-
-    if not cfg.augment.enabled:
-        cfg = cfg.model_copy(deep=True)
-        cfg.augment.enabled = True
-        print("augment.enabled is false in the config; running the augmentation anyway (this command asks for it)",
-              file=sys.stderr)
-    from domainft.distributed.cluster import init_ray
-
-    init_ray()
-    train_files = _split_files(cfg.output_dir, "train")
-    if not train_files:
-        from domainft.distributed.datasets import ensure_prepared
-
-        plain = cfg.model_copy(deep=True)
-        plain.augment.enabled = False
-        ensure_prepared(plain)
-        train_files = _split_files(cfg.output_dir, "train")
-        if not train_files:
-            raise UserError(f"no prepared train split under {cfg.output_dir}/data/train after prepare")
-    train = ray.data.read_parquet(train_files)
-    if IS_AUGMENTED in train.schema().names:  # a split prepared with augmentation on: start from its originals
-        train = train.map_batches(_originals_only, batch_format="pyarrow")
-    eval_files = _split_files(cfg.output_dir, "eval")
-    eval_ds = ray.data.read_parquet(eval_files) if eval_files else None
-    out, report = augment_train(train, cfg, eval_ds=eval_ds)
-    dest = Path(cfg.output_dir) / "data" / "augmented"
-    if dest.exists():
-        shutil.rmtree(dest)
-    out.write_parquet(str(dest))
-    report_path = Path(cfg.output_dir) / "data" / "augment_report.json"
-    report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(format_report(report))
-    examples = out.map_batches(_augmented_only, batch_format="pyarrow").take(4)
-    for ex in examples:
-        print(f"\n[{ex[SOURCE_ID]} | {ex[AUG_OP]}] {ex[TEXT][:300]!r}")
-    print(f"\nwrote {dest} and {report_path}")
-    return report

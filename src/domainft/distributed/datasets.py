@@ -7,13 +7,12 @@ sorted key array in the object store that each batch is filtered against.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
 import time
 from dataclasses import asdict
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,8 +20,9 @@ import ray
 import ray.data
 
 from domainft.config.schema import Config
-from domainft.data.chunks import align_chunks, ascii_compatible, needs_scan, plan_chunks, scan_chunk
+from domainft.data.chunks import read_plan
 from domainft.data.collect import COLUMNS, Collector
+from domainft.data.layout import PreparedLayout
 from domainft.data.labels import build_label_names, write_label_map
 from domainft.data.plan import EVAL, TRAIN, make_plan, select_rows
 from domainft.data.readers import ParseOptions, parse_chunk
@@ -36,11 +36,10 @@ CHUNK_BYTES = 64 * 1024**2  # big JSONL / CSV / TSV / Parquet inputs are read as
 MIN_CHUNK_BYTES = 1024**2  # ... and at least this (smaller inputs: enough chunks to keep every CPU busy)
 TOKENIZE_BATCH = 512
 MIN_ROWS_PER_FILE = 100_000
-REPORT, LABEL_MAP, REJECTS = "data_report.json", "label_map.json", "rejects.jsonl"
 
 
 def data_dir(cfg: Config) -> str:
-    return os.path.join(cfg.output_dir, "data")
+    return PreparedLayout(cfg.output_dir).root
 
 
 def prepare_fingerprint(cfg: Config) -> str:
@@ -55,7 +54,7 @@ def prepare_fingerprint(cfg: Config) -> str:
 
 def _fresh_report(cfg: Config, fp: str) -> Optional[dict]:
     try:
-        with open(os.path.join(data_dir(cfg), REPORT), encoding="utf-8") as f:
+        with open(PreparedLayout(cfg.output_dir).report, encoding="utf-8") as f:
             report = json.load(f)
     except (OSError, ValueError):
         return None
@@ -72,22 +71,25 @@ def ensure_prepared(cfg: Config) -> dict:
     return run_prepare(cfg, force=False)
 
 
-def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] = None) -> dict:
+def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] = None,
+                augment: Optional[Callable] = None) -> dict:
     """Run the data pipeline, write `<output_dir>/data/`, print the report table and return the report.
 
     Uses the running Ray if there is one, else starts a local one. With force=False an up-to-date
     output is returned without work. Bad records raise BadRecordError (on_bad_record: error) or go
     to rejects.jsonl (skip); an empty result raises UserError. `chunk_bytes` overrides the size of
-    the read chunks big files are cut into (default: from the input size and the CPUs).
+    the read chunks big files are cut into (default: from the input size and the CPUs); `augment`
+    is the augmentation step, `augment(train_ds, cfg, eval_ds=...) -> (dataset, report)` (default:
+    distributed.augment.augment_train), run when augment.enabled.
     """
     start = time.perf_counter()
-    d, out = cfg.data, data_dir(cfg)
+    d, layout = cfg.data, PreparedLayout(cfg.output_dir)
+    out = layout.root
     fp = prepare_fingerprint(cfg)
     if not force and (report := _fresh_report(cfg, fp)) is not None:
         print(f"prepared data is up to date: {out} (fingerprint {fp})")
         return report
-    for name in (REPORT, LABEL_MAP, REJECTS, "train", "eval"):  # no stale report survives a failed run
-        path = os.path.join(out, name)
+    for path in (layout.report, layout.label_map, layout.rejects, layout.train, layout.eval):  # none survives a failed run
         shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
     os.makedirs(out, exist_ok=True)
     m = cfg.model  # load on the driver first: a bad model path fails before any reading
@@ -97,7 +99,7 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
     explicit = build_label_names(d.labels, []) if d.labels is not None else None
     opts = ParseOptions(d.text_column, d.label_column, d.encoding, tuple(explicit) if explicit else None, d.nfkc,
                         d.unescape_html)
-    rejects_path = os.path.join(out, REJECTS) if d.on_bad_record == "skip" else None
+    rejects_path = layout.rejects if d.on_bad_record == "skip" else None
     _ensure_ray()
     ctx = ray.data.DataContext.get_current()
     saved_order = ctx.execution_options.preserve_order
@@ -125,21 +127,21 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
                   for s, want in (("eval", EVAL), ("train", TRAIN))}
         aug_report = None
         if cfg.augment.enabled:  # 4. augmentation of the train split only, before tokenizing
-            splits["train"], aug_report = _augment(splits["train"], splits["eval"], cfg)
-        dirs, rows = {"train_dir": os.path.join(out, "train"), "eval_dir": os.path.join(out, "eval")}, {}
+            splits["train"], aug_report = _augment(splits["train"], splits["eval"], cfg, augment)
+        dirs, rows = {"train_dir": layout.train, "eval_dir": layout.eval}, {}
         actors = None if cfg.augment.enabled else max(1, min(_cpus(), parsed.num_blocks()))
         for split, ds in splits.items():  # 5. tokenize (actor pool) and write Parquet
             rows[split] = _tokenize_and_write(ds, dirs[f"{split}_dir"], spec, d.max_length, actors)
             lap(f"tokenize_write_{split}")
     finally:
         ctx.execution_options.preserve_order = saved_order
-    write_label_map(os.path.join(out, LABEL_MAP), names)
+    write_label_map(layout.label_map, names)
     report = build_report(
         rows_read=collector.rows_read, rejected=dict(collector.rejected), counts=plan.counts, label_names=names,
         blank_lines=collector.blank_lines, train_rows=rows["train"], eval_rows=rows["eval"],
         max_class_ratio=d.max_class_ratio, balance=d.balance,
         eval_source="data.eval" if d.eval else f"held out {d.eval_fraction:g} of data.train (stratified)",
-        paths={**dirs, "rejects_path": rejects_path, "label_map_path": os.path.join(out, LABEL_MAP)},
+        paths={**dirs, "rejects_path": rejects_path, "label_map_path": layout.label_map},
         fp=fp, seconds=time.perf_counter() - start, n_files=len(files))
     report["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
     if aug_report is not None:
@@ -147,10 +149,10 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
     problems = count_problems(report)
     if problems:
         raise RuntimeError("prepare: counts do not add up (a bug): " + "; ".join(problems))
-    tmp = os.path.join(out, REPORT + ".tmp")
+    tmp = layout.report + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=2)
-    os.replace(tmp, os.path.join(out, REPORT))  # written last: its presence means the outputs are complete
+    os.replace(tmp, layout.report)  # written last: its presence means the outputs are complete
     print(format_report(report))
     return report
 
@@ -177,8 +179,8 @@ def _cpus() -> int:
 
 
 @ray.remote(num_cpus=1)
-def _scan_chunk(chunk: dict, encoding: str) -> dict:
-    return scan_chunk(chunk, encoding)
+def _remote_call(fn, arg):
+    return fn(arg)
 
 
 def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] = None) -> ray.data.MaterializedDataset:
@@ -186,10 +188,9 @@ def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] =
     total = sum(f.size for f in files)
     if chunk_bytes is None:
         chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
-    chunks = plan_chunks(files, chunk_bytes, ascii_compatible(opts.encoding), quoting)
-    if any(needs_scan(c) for c in chunks):  # cut files: find record starts and line numbers, in parallel
-        scans = iter(ray.get([_scan_chunk.remote(c, opts.encoding) for c in chunks if needs_scan(c)]))
-        chunks = align_chunks(chunks, [next(scans) if needs_scan(c) else None for c in chunks])
+    # cut files: record starts and line numbers found by parallel scan tasks
+    chunks = read_plan(files, chunk_bytes, opts.encoding, quoting,
+                       scan_map=lambda fn, todo: ray.get([_remote_call.remote(fn, c) for c in todo]))
     blocks = min(len(chunks), max(2 * _cpus(), total // chunk_bytes + 1))
     ds = ray.data.from_items(chunks, override_num_blocks=blocks)
     ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"opts": asdict(opts)})
@@ -219,16 +220,12 @@ def _check_not_empty(counts: dict, names: list[str], collector: Collector) -> No
         raise UserError(f"data.train: a classifier needs at least 2 labels, found {present} ({summary})")
 
 
-def _augment(train_ds, eval_ds, cfg: Config):
-    """The train split after augmentation, and its report. The eval split is passed when the hook
-    accepts it (`eval_ds=`), so that no augmented text can equal an eval text."""
-    try:
-        from domainft.distributed.augment import augment_train
-    except ImportError as e:
-        raise UserError(f"augment.enabled is true but augmentation is not available: {e}") from None
-    if "eval_ds" in inspect.signature(augment_train).parameters:
-        return augment_train(train_ds, cfg, eval_ds=eval_ds)
-    return augment_train(train_ds, cfg)
+def _augment(train_ds, eval_ds, cfg: Config, augment: Optional[Callable]):
+    """The train split after augmentation, and its report; eval is passed so that no augmented text
+    can equal an eval text. `augment` is run_prepare's injected step (default: augment_train)."""
+    if augment is None:
+        from domainft.distributed.augment import augment_train as augment
+    return augment(train_ds, cfg, eval_ds=eval_ds)
 
 
 class _Tokenize:

@@ -13,7 +13,6 @@ import tempfile
 from typing import Any
 
 import ray.train
-import torch
 
 from domainft.config import validate_dict
 from domainft.config.identity import identity_differences

@@ -25,6 +25,7 @@ import pyarrow as pa
 from domainft.data.augment.backtranslate import backtranslate_texts, protected_drift
 from domainft.data.augment.eda import random_delete, random_insert, random_swap, synonym_replace
 from domainft.data.augment.protect import ProtectedMatcher, build_matcher
+from domainft.data.clean import text_hash
 from domainft.data.augment.tokens import detect_language, detokenize, tokenize
 from domainft.data.plan import OVERSAMPLE_OP
 
@@ -90,12 +91,6 @@ def row_rng(seed: int, source_id: str, copy: int, text: str) -> random.Random:
     h.update(f"{seed}\x1f{source_id}\x1f{copy}\x1f".encode())
     h.update(text.encode("utf-8", "surrogatepass"))
     return random.Random(int.from_bytes(h.digest(), "big"))
-
-
-def text_hash(text: str) -> int:
-    """A signed 64-bit hash of the exact text (for de-duplication on the driver)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                          "big", signed=True)
 
 
 def row_uids(table: pa.Table) -> pa.Array:
