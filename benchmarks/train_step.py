@@ -46,6 +46,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded machine starts the raylet slowly
 
 NUM_LABELS = 4
 MAIN = ("plain", "hf_trainer", "domainft")
