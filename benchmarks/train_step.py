@@ -26,7 +26,6 @@ GPU:  python benchmarks/train_step.py --model bert-base --seq 128 --batch 128,32
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -127,8 +126,7 @@ def bench_hf_trainer(path, ids, labels, batch, steps, warm, precision, device, t
                              learning_rate=2e-5, bf16=precision == "bf16", report_to=[], save_strategy="no",
                              logging_strategy="no", dataloader_num_workers=0, use_cpu=device.type == "cpu",
                              max_grad_norm=1.0, disable_tqdm=True)
-    with contextlib.redirect_stdout(sys.stderr):  # its end-of-training dict would break the JSON lines
-        Trainer(model=model, args=args, train_dataset=rows, callbacks=[Timer()]).train()
+    Trainer(model=model, args=args, train_dataset=rows, callbacks=[Timer()]).train()
     _sync(device)
     return {"samples_per_s": steps * batch / (time.perf_counter() - Timer.t0)}
 
@@ -327,6 +325,10 @@ def main() -> None:
     ap.add_argument("--extra", default="", help="paths at the first batch size only (after its --only paths)")
     ap.add_argument("--no-flops", action="store_true", help="leave out the FLOP count and MFU")
     a = ap.parse_args()
+    # Only the JSON lines go to stdout: everything else that writes to fd 1 (our own progress lines,
+    # Ray's raylet and workers, C++ logs) goes to stderr.
+    json_out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 2)  # the Ray worker gets the same cores
@@ -346,7 +348,7 @@ def main() -> None:
             "steps": a.steps, "precision": a.precision}
 
     def emit(record: dict) -> None:
-        print(json.dumps(head | record), flush=True)
+        print(json.dumps(head | record), file=json_out, flush=True)
 
     patches = variant_patches()
     if a.precision != "bf16":
