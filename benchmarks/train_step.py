@@ -165,7 +165,7 @@ def _find_8bit(model_cls, prefix: tuple[str, ...] = ()) -> Optional[dict]:
 
     from pydantic import BaseModel
 
-    pat = re.compile(r"8.?bit|eight", re.I)
+    pat = re.compile(r"(8|eight).?bit", re.I)
     for name, f in model_cls.model_fields.items():
         ann = f.annotation
         for t in (ann, *get_args(ann)):
@@ -244,9 +244,8 @@ def train_flops_per_sample(path: str, seq: int, frozen_half: bool = False) -> fl
                                thaw_schedule)
 
     config = AutoConfig.from_pretrained(path, num_labels=NUM_LABELS)
-    config._attn_implementation = "eager"
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config).train()
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").train()
     if frozen_half:
         lmap = build_layer_map(model)
         schedule = thaw_schedule(lmap.num_layers, lmap.num_layers // 2, 1, every_epochs=100)
