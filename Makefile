@@ -59,6 +59,7 @@ test-integration: setup
 bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/inference.py
 
 # GPU checks (benchmarks/README.md): the wheels a GPU machine without network installs, and the
 # suite's dry run here on CPU (tiny model; needs neither the offline data nor the models).

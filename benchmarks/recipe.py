@@ -2,7 +2,7 @@
 on a small imbalanced BBC subset and on the shipped demo corpus, side by side in one run (prints JSON).
 
 Corpora (built from the offline BBC News copy in data/bbc):
-  imbalanced   600 documents of 3 classes, 385 / 161 / 54 (business / sport / tech); test set: 300
+  imbalanced   600 documents of 3 classes, 385 / 161 / 54 (business / sports / tech); test set: 300
                other documents in the same proportions
   bbc_demo     data/bbc_demo.jsonl (1,000 documents, 5 classes); test set: 500 other documents
 
@@ -39,14 +39,17 @@ import numpy as np  # noqa: E402
 
 BBC = ROOT / "data" / "bbc"
 MODEL = ROOT / "models" / "minilm"
-IMBALANCED = {"business": (385, 193), "sport": (161, 80), "tech": (54, 27)}  # class: (train, test)
+IMBALANCED = {"business": (385, 193), "sports": (161, 80), "tech": (54, 27)}  # class: (train, test)
 USER = ["scaling.num_workers=2", "scaling.cpus_per_worker=0.5", "deepspeed.zero_stage=2", "optim.lr=5e-5",
         "unfreeze.initial_layers=4", "train.epochs=5", "train.batch_size=16"]
 OLD_DEFAULTS = ["optim.head_lr_mult=1", "optim.lr_scaling=none", "train.class_weights=none"]
 
 
 def _docs(label: str) -> list[str]:
-    return [p.read_text(encoding="utf-8", errors="replace").strip() for p in sorted((BBC / label).glob("*.txt"))]
+    files = sorted((BBC / label).glob("*.txt"))
+    if not files:
+        raise SystemExit(f"{BBC / label}: no documents (run `make resources`)")
+    return [p.read_text(encoding="utf-8", errors="replace").strip() for p in files]
 
 
 def build_corpora(out: Path) -> dict[str, dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -24,6 +25,8 @@ def _load(a, logs: bool = True):
         from domainft import console
 
         console.setup_logging(cfg.output_dir)
+        if hasattr(a, "redirects"):  # native stderr (Ray's C++ logs) to the log file until the command ends
+            a.redirects.enter_context(console.native_to_log())
     return cfg
 
 
@@ -57,7 +60,7 @@ def cmd_prepare(a) -> int:
 
 def cmd_augment(a) -> int:
     cfg = _load(a)
-    from domainft.distributed.augment import run_augment
+    from domainft.distributed.augment_command import run_augment
 
     run_augment(cfg)
     _closing(cfg)
@@ -66,6 +69,8 @@ def cmd_augment(a) -> int:
 
 def cmd_train(a) -> int:
     cfg = _load(a)
+    if cfg.distill.teacher:
+        raise UserError(f"{a.config}: distill.teacher is set: run `domainft distill {a.config}` to distil, or remove it")
     if cfg.augment.ab:
         from domainft.distributed.ab import run_ab
 
@@ -74,6 +79,15 @@ def cmd_train(a) -> int:
         from domainft.distributed.trainer import run_train
 
         run_train(cfg)
+    _closing(cfg)
+    return 0
+
+
+def cmd_distill(a) -> int:
+    cfg = _load(a)
+    from domainft.distributed.distill import run_distill
+
+    run_distill(cfg)
     _closing(cfg)
     return 0
 
@@ -95,48 +109,11 @@ def cmd_tune(a) -> int:
 
 
 def cmd_terms(a) -> int:
-    import time
-
-    from domainft.data.corpus import CorpusReader
-    from domainft.data.labels import build_label_names
-    from domainft.data.readers import ParseOptions
-    from domainft.data.sources import collect_sources
-    from domainft.data.term_file import format_table, sidecar_path, term_file_header, write_terms
-    from domainft.data.terms import TermCounts, rank_terms
-
     cfg = _load(a)
-    d = cfg.data
-    out = a.out or os.path.join(cfg.output_dir, "domain_terms.txt")
-    if os.path.abspath(sidecar_path(out)) == os.path.abspath(out):
-        raise UserError(f"--out {out}: the scores go to a .tsv beside the term file; give the term file another suffix")
-    start = last = time.perf_counter()
-    files = collect_sources(d.train, d.eval, d.format)
-    labels = tuple(build_label_names(d.labels, [])) if d.labels is not None else None
-    reader = CorpusReader(files, ParseOptions(d.text_column, d.label_column, d.encoding, labels, d.nfkc,
-                                              d.unescape_html), d.on_bad_record, d.dedupe)
+    from domainft.data.term_file import run_terms
 
-    def progress(r: CorpusReader) -> None:  # a line every 5 s: only a big corpus prints any
-        nonlocal last
-        if time.perf_counter() - last >= 5:
-            last = time.perf_counter()
-            print(f"terms: read {r.bytes_done / max(r.bytes_total, 1):.0%} of {r.bytes_total / 1e6:,.1f} MB, "
-                  f"{r.good:,} texts", file=sys.stderr)
-
-    counts = TermCounts(cfg.augment.language)
-    for text in reader.texts(progress):
-        counts.add(text)
-    if counts.texts == 0:
-        raise UserError(f"{d.train}: no text to mine terms from ({reader.rows_read} rows read, "
-                        f"{sum(reader.rejected.values())} rejected, {reader.empty} empty)")
-    terms = rank_terms(counts, a.top)
-    tsv = write_terms(terms, out, term_file_header(d.train + (f" and {d.eval}" if d.eval else ""), counts.texts,
-                                                   sidecar_path(out).name))
-    skipped = ", ".join(f"{k} {v}" for k, v in (("rejected", sum(reader.rejected.values())),
-                                                 ("duplicates", reader.duplicates), ("empty", reader.empty)) if v)
-    print(f"{len(terms)} terms from {counts.texts:,} texts ({reader.rows_read:,} rows read"
-          f"{', ' + skipped if skipped else ''}) in {time.perf_counter() - start:.1f} s")
-    print(format_table(terms, 20))
-    print(f"wrote {out} (scores: {tsv})")
+    run_terms(cfg, a.top, a.out)
+    _closing(cfg)
     return 0
 
 
@@ -146,6 +123,15 @@ def cmd_k8s_validate(a) -> int:
     findings = validate_tree(a.path, build_parser())
     print(format_findings(findings))
     return 1 if findings else 0
+
+
+def cmd_export(a) -> int:
+    from domainft.export.pipeline import format_summary, run_export
+
+    report = run_export(a.model_dir, a.out_dir, quantize=a.quantize, check=a.check, max_length=a.max_length,
+                        trust_remote_code=a.trust_remote_code, exporter=a.exporter, threads=a.threads)
+    print(format_summary(report))
+    return 0 if report["passed"] else 1  # a failed parity / int8 check is not a user error: exit 1
 
 
 def cmd_setup_wordnet(a) -> int:
@@ -173,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("prepare", cmd_prepare, "read, clean, balance, split, augment and tokenize the corpus (Ray Data)"),
         ("augment", cmd_augment, "run only the augmentation of the train split and write it"),
         ("train", cmd_train, "prepare if needed, then fine-tune on Ray Train + DeepSpeed"),
+        ("distill", cmd_distill, "train a smaller student on a fine-tuned teacher's soft labels (distill: section)"),
     ):
         p = sub.add_parser(name, help=help_)
         _config_args(p)
@@ -195,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
     p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
     p.set_defaults(fn=cmd_k8s_validate)
+    p = sub.add_parser("export", help="ONNX Runtime export (fused fp32, optional int8) with parity checks")
+    p.add_argument("model_dir", help="a fine-tuned HF classifier folder, e.g. <output_dir>/best")
+    p.add_argument("out_dir", help="where model.onnx, model.int8.onnx, the tokenizer and export_report.json go")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="also write a dynamic-int8 model.int8.onnx")
+    p.add_argument("--check", default=None, metavar="DATA",
+                   help="labelled texts for agreement/accuracy: a corpus file (text/label) or a prepared split "
+                        "folder such as <output_dir>/data/eval")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch.onnx exporter (torchscript: the graph ONNX Runtime's fusions match)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for the checks (torch and ORT)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ["DOMAINFT_VERBOSE"] = "1"
     try:
-        return args.fn(args)
+        with contextlib.ExitStack() as stack:  # what a command redirects ends with it (see _load)
+            args.redirects = stack
+            return args.fn(args)
     except (ConfigError, UserError) as e:  # the user's input: one clear message, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -88,15 +89,73 @@ def _err():
     return _state.get("err") or sys.stderr
 
 
+class LineBar:
+    """A progress bar for a console that is not a terminal (CI, a file): a full line at most every
+    `every` seconds and one at the end, instead of carriage-return redraws that pile up."""
+
+    def __init__(self, total: Optional[int], desc: str, unit: str, every: float = 30.0):
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.n, self.postfix, self.t0 = 0, "", time.time()
+        self.last = self.t0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.time() - self.last >= self.every:
+            self._line()
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self.postfix = text
+
+    def close(self) -> None:
+        self._line()
+
+    def _line(self) -> None:
+        self.last = time.time()
+        elapsed = self.last - self.t0
+        done = f"{self.n:,}/{self.total:,} {self.unit}" if self.total else f"{self.n:,} {self.unit}"
+        pct = f" ({self.n / self.total:.0%})" if self.total else ""
+        eta = ""
+        if self.total and 0 < self.n < self.total:
+            eta = f", ETA {_clock(elapsed * (self.total - self.n) / self.n)}"
+        say(f"{self.desc}: {done}{pct}, {_clock(elapsed)}{eta}" + (f", {self.postfix}" if self.postfix else ""))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
 def bar(total: Optional[int], desc: str, unit: str = "it"):
-    """A tqdm bar on stderr; on a non-terminal (CI, a log) it redraws rarely, so it costs few lines."""
+    """A tqdm bar on a terminal's stderr, else a LineBar."""
+    if not _err().isatty():
+        return LineBar(total, desc, unit)
     from tqdm import tqdm
 
-    tty = _err().isatty()
-    plain = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
-    return tqdm(total=total, desc=desc, unit=unit, file=_err(), dynamic_ncols=tty, leave=True,
-                mininterval=0.5 if tty else 30.0, smoothing=0.1,
-                bar_format=None if tty or total is None else plain)
+    return tqdm(total=total, desc=desc, unit=unit, file=_err(), dynamic_ncols=True, leave=True, mininterval=0.5,
+                smoothing=0.1)
+
+
+@contextlib.contextmanager
+def native_to_log() -> Iterator[None]:
+    """Send what native code writes to the process's stderr (Ray's C++ core worker logs, glog lines)
+    to the log file, while Python's own sys.stderr (our bars, tracebacks) keeps the console."""
+    if verbose() or _state["log"] is None or _state.get("native"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    console_err = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    with open(_state["log"], "a", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 2)
+    previous, sys.stderr, _state["native"] = sys.stderr, console_err, True
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr, _state["native"] = previous, False
+        console_err.close()
 
 
 def say(line: str) -> None:

@@ -28,3 +28,17 @@ def format_summary(s: dict, with_history: bool = True) -> str:
         lines += ["", f"!!! WARNING {w}"]
     lines += ["", f"model: {s['best_model_dir']}", f"plots: {', '.join(s['plots'].values())}"]
     return "\n".join(lines)
+
+
+def format_distillation(d: dict) -> str:
+    """Teacher vs student, side by side, with ratios."""
+    t, s, r = d["teacher"], d["student"], d["ratios"]
+    lines = ["", "                 teacher     student   student/teacher",
+             f"parameters  {t['params']:>12,} {s['params']:>11,} {r['params']:>13.3f}",
+             f"accuracy    {t['accuracy']:>12.4f} {s['accuracy']:>11.4f}",
+             f"macro-F1    {t['macro_f1']:>12.4f} {s['macro_f1']:>11.4f} {r['macro_f1'] or 0:>13.3f}",
+             f"CPU ms (b1) {t['cpu_latency_ms_b1_s128']:>12.2f} {s['cpu_latency_ms_b1_s128']:>11.2f} "
+             f"{r['latency']:>13.3f}"]
+    for name in t["per_class_f1"]:
+        lines.append(f"F1 {name[:8]:<8} {t['per_class_f1'][name]:>12.4f} {s['per_class_f1'][name]:>11.4f}")
+    return "\n".join(lines)

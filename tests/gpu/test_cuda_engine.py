@@ -2,7 +2,7 @@
 through the hot loop (core.loop.train_epoch, pinned host batches), frozen layers stay bit-identical, the
 AdamW is the fused CUDA one, and the checkpoint exports the engine's own fp32 weights.
 
-Marked `gpu` (tests/gpu/conftest.py): skipped where no CUDA GPU is; benchmarks/gpu_suite.sh runs them
+Marked `gpu` (tests/gpu/conftest.py): a usage error where no CUDA GPU is; benchmarks/gpu_suite.sh runs them
 on the lent GPU machine, and its --dry-run runs the bf16 cases on CPU.
 """
 import json

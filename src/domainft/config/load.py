@@ -157,6 +157,9 @@ def _absolutize(cfg: Config) -> Config:
         if value is not None and looks_local(value):
             setattr(bt, attr, fix(value))
     cfg.run.storage_path = fix(cfg.run.storage_path)
+    cfg.distill.teacher = fix(cfg.distill.teacher)
+    if cfg.distill.student is not None and looks_local(cfg.distill.student):
+        cfg.distill.student = fix(cfg.distill.student)
     return cfg
 
 

@@ -18,6 +18,12 @@ class DataConfig(Strict):
     eval: Optional[str] = Field(None, description="Optional eval corpus; else `eval_fraction` of train is held out (stratified).")
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "folders"] = Field(
         "auto", description="Input format; `auto` picks by extension, a folder of label subfolders is `folders`.")
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description="CSV/TSV quoting. `csv`: a field starting with `\"` is quoted: it may hold delimiters, newlines and "
+                    "`\"\"` (a literal quote). `none`: one line per record, quotes kept literally. `auto`: `csv` for CSV files; "
+                    "for a TSV file `csv` when its first 1 MiB holds a quoted field (`\"` at a line start or after a tab, inner "
+                    "quotes doubled, a closing `\"` before a tab or a line end: how pandas, spreadsheets and database exports "
+                    "write TSV), else `none`.")
     text_column: str = Field("text", description="Column holding the text.")
     label_column: str = Field("label", description="Column holding the label.")
     labels: Optional[list[str]] = Field(None, description="Explicit label set (order = ids). Else inferred, sorted.")
@@ -139,6 +145,21 @@ class AugmentConfig(Strict):
     seed: Optional[int] = Field(None, description="Augmentation seed; default train.seed.")
 
 
+class DistillConfig(Strict):
+    teacher: Optional[str] = Field(None, description="`domainft distill`: the fine-tuned teacher, an exported best/ (a Hugging Face classifier folder).")
+    student: Optional[str] = Field(
+        None, description="A student model folder or hub name sharing the teacher's tokenizer; else the student is built "
+                          "from the teacher with student_layers / student_hidden_size.")
+    student_layers: Optional[list[int]] = Field(
+        None, description="Teacher encoder layers kept, bottom = 0 (e.g. [1, 3, 5]); they initialise the student (DistilBERT-style).")
+    student_hidden_size: Optional[int] = Field(
+        None, ge=16, description="A narrower student: weights are initialised from the teacher's leading dimensions.")
+    temperature: float = Field(2.0, gt=0.0, description="Softmax temperature of the soft (KL) loss.")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the soft loss; 1 - alpha weighs cross-entropy on the labels.")
+    hidden_loss: float = Field(0.0, ge=0.0, description="Weight of matching student hidden states to the mapped teacher layers "
+                                                        "(needs the teacher's hidden size).")
+
+
 class Config(Strict):
     output_dir: str = Field(description="Where data, checkpoints, the best model and metrics go.")
     data: DataConfig
@@ -150,3 +171,4 @@ class Config(Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)

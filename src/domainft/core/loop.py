@@ -68,12 +68,14 @@ def train_epoch(
     device: torch.device,
     on_step: Callable[[int, torch.Tensor], None] = lambda step, loss: None,
     loss_fn: Optional[Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]] = None,
+    forward_kwargs: Optional[dict[str, Any]] = None,
 ) -> dict[str, float]:
     """Run exactly `num_micro_batches` micro batches (every rank the same count, or collectives hang).
 
     `on_step(global_step, loss)` runs after each optimizer step: unfreezing, LR logging, progress. It
     receives the loss as a device tensor; it should only call `.item()` every N steps (host sync).
-    `loss_fn(output, batch)` replaces the model's own loss (e.g. core.losses.weighted_cross_entropy).
+    `loss_fn(output, batch)` replaces the model's own loss (e.g. core.losses.weighted_cross_entropy);
+    `forward_kwargs` go to every forward (e.g. output_hidden_states for distillation).
     """
     loss_sum = torch.zeros((), device=device)
     seen = 0
@@ -82,7 +84,7 @@ def train_epoch(
             break
         # -- forward / backward / step: DeepSpeed scales by 1/grad_accum and steps only at the boundary
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        out = engine(**batch)
+        out = engine(**batch, **(forward_kwargs or {}))
         loss = out.loss if loss_fn is None else loss_fn(out, batch)
         engine.backward(loss)
         before = engine.global_steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import ray
+import ray.data
 
 from domainft import console
 
@@ -21,6 +22,7 @@ def init_ray() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Workers' own output (DeepSpeed, transformers, Ray Train internals) stays in Ray's log files
     # unless --verbose: our lines and bars reach the console through distributed/progress.py.
+    console.quiet_libraries()  # before init: its own warnings (token auth, "Started a local Ray instance") too
     with console.to_log():
         if os.environ.get("RAY_ADDRESS"):
             # A submitted job's runtime_env already carries its env; passing ours too is a conflict error.
@@ -29,8 +31,7 @@ def init_ray() -> None:
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             ray.init(include_dashboard=False, runtime_env={"env_vars": env} if env else None,
                      log_to_driver=console.verbose())
-    import ray.data  # configures its loggers on import: route them after
-
+    # Ray Data configures its loggers on import (at the top of this module): route them after ray.init.
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours instead (distributed/progress.py)
     console.quiet_libraries()
     link_ray_logs()

@@ -78,7 +78,7 @@ class Progress:
         self.t0, self.start_step = time.time(), step
         self.warm_time, self.warm_step = None, None
         if self.rank == 0 and not self.bar_open:
-            self.reporter.bar("train", self.geo.total_steps, "step", initial=step)
+            self.reporter.bar("train", self.geo.total_steps, "steps", initial=step)
             self.bar_open = True
 
     def mark(self, step: int, loss: torch.Tensor) -> None:
@@ -129,6 +129,7 @@ class WorkerRun:
     reporter: Reporter
     failpoint: Optional[str] = None
     loss_fn: Optional[Callable] = None
+    forward_kwargs: Optional[dict] = None
 
     def lowest_trainable(self, step: int) -> int:
         return lowest_trainable_depth(self.schedule, step)
@@ -211,9 +212,11 @@ def build_run(cfg: Config, data: dict, identity: dict, hub: Optional[Any] = None
                     schedule=schedule, groups=groups, layer_map=lmap, stop=stop, engine=engine, state=state,
                     identity=identity, train_shard=ray.train.get_dataset_shard("train"),
                     eval_shard=ray.train.get_dataset_shard("eval"), pad_id=int(data.get("pad_token_id") or 0),
-                    progress=Progress(t.log_every_steps, geo, reporter, rank), reporter=reporter, failpoint=failpoint,
-                    loss_fn=weighted_cross_entropy(balanced_class_weights(data["class_counts"]))
-                    if t.class_weights == "balanced" else None)
+                    progress=Progress(t.log_every_steps, geo, reporter, rank), reporter=reporter, failpoint=failpoint)
+    if cfg.distill.teacher:
+        run.loss_fn, run.forward_kwargs = distillation(cfg, data["label_names"], lmap.num_layers, device)
+    elif t.class_weights == "balanced":
+        run.loss_fn = weighted_cross_entropy(balanced_class_weights(data["class_counts"]))
     if rank == 0 and not ray.train.get_checkpoint():
         state.lr_trace.append({"step": 1, "lrs": run.group_lrs()})
         run.say(f"[train] {geo.describe(world, t.batch_size, t.grad_accum)}; peak LR {op.lr * scale:.2e}"
@@ -223,6 +226,20 @@ def build_run(cfg: Config, data: dict, identity: dict, hub: Optional[Any] = None
                 + (f"; ZeRO-{ds.zero_stage} runs as stage 0 on one worker (nothing to partition)"
                    if stage != ds.zero_stage else ""))
     return run
+
+
+def distillation(cfg: Config, label_names: list[str], student_layers: int, device: torch.device):
+    """(loss_fn, forward kwargs) of a distillation run: the teacher lives in every worker, outside
+    DeepSpeed, without gradients (bf16 on a GPU)."""
+    from domainft.core.distill import distill_loss_fn, layer_pairs
+
+    d = cfg.distill
+    teacher = build_model(d.teacher, label_names, torch_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    teacher.requires_grad_(False)
+    teacher.eval().to(device)
+    layers = d.student_layers or layer_pairs(student_layers, teacher.config)
+    return (distill_loss_fn(teacher, d.temperature, d.alpha, d.hidden_loss, layers),
+            {"output_hidden_states": True} if d.hidden_loss > 0 else None)
 
 
 def quiet_transformers() -> None:

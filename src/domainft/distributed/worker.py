@@ -13,7 +13,6 @@ import tempfile
 from typing import Any
 
 import ray.train
-import torch
 
 from domainft.config import validate_dict
 from domainft.config.identity import identity_differences
@@ -72,7 +71,8 @@ def fit_epoch(run: WorkerRun, epoch: int) -> dict[str, float]:
         local_shuffle_buffer_size=max(256, 4 * t.batch_size), local_shuffle_seed=t.seed + epoch,
         prefetch_batches=2 if cuda else 1, pin_memory=cuda)
     stats = train_epoch(run.engine, batches, run.geo.micro_batches_per_epoch, run.device,
-                        lambda step, loss: run.on_step(step, loss, epoch), loss_fn=run.loss_fn)
+                        lambda step, loss: run.on_step(step, loss, epoch), loss_fn=run.loss_fn,
+                        forward_kwargs=run.forward_kwargs)
     stats["train_samples_per_s"] = run.progress.samples_per_s(run.engine.global_steps)
     return stats
 
@@ -85,7 +85,7 @@ def evaluate_epoch(run: WorkerRun, epoch: int, train_stats: dict[str, float]) ->
                                                 collate_fn=PadCollate(run.pad_id))
     name = f"eval {epoch}"
     if run.rank == 0:
-        run.reporter.bar(name, run.eval_rows, "row")
+        run.reporter.bar(name, run.eval_rows, "rows")
     cm, eval_loss, rows = evaluate(run.engine, batches, len(run.label_names), run.device, run.world,
                                    on_batch=lambda n: run.reporter.advance(name, n))
     if run.rank == 0:
