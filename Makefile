@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup system venv resources demo prepare-demo test test-unit test-integration bench clean
+.PHONY: setup system venv resources demo prepare-demo test test-unit test-integration bench gpu-wheels gpu-dry-run clean
 
 setup: system venv resources
 
@@ -60,6 +60,14 @@ bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/inference.py
+
+# GPU checks (benchmarks/README.md): the wheels a GPU machine without network installs, and the
+# suite's dry run here on CPU (tiny model; needs neither the offline data nor the models).
+gpu-wheels:
+	bash benchmarks/fetch_gpu_wheels.sh
+
+gpu-dry-run: venv
+	PYTHON=$(BIN)/python benchmarks/gpu_suite.sh --dry-run
 
 clean:
 	rm -rf $(STAMPS) runs

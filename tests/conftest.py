@@ -13,6 +13,22 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/gpu_suite.sh --dry-run runs the bodies of the `gpu` tests on CPU (bf16 only), so that
+# they are known to work before a GPU is lent.
+GPU_TESTS_ON_CPU = os.environ.get("DOMAINFT_GPU_TESTS_ON_CPU") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA GPU: they are not in testpaths (`make test` never collects them,
+    a GPU is never required for the suite), and run by hand without one they stop with a usage error
+    rather than skip. DOMAINFT_GPU_TESTS_ON_CPU=1 runs their bodies on CPU (gpu_suite.sh --dry-run)."""
+    if GPU_TESTS_ON_CPU or not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError("tests/gpu need a CUDA GPU (benchmarks/gpu_suite.sh runs them on one; "
+                                "DOMAINFT_GPU_TESTS_ON_CPU=1 runs their code paths on CPU)")
 
 
 @pytest.fixture(scope="session")

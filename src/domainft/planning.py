@@ -13,7 +13,7 @@ from domainft.config import Config
 from domainft.core import build_layer_map, build_model_from_config, estimate_all_stages, peak_lrs, thaw_schedule
 from domainft.core.geometry import geometry
 from domainft.data.layout import PreparedLayout
-from domainft.engine.ds_config import build_ds_config
+from domainft.engine.ds_config import build_ds_config, effective_zero_stage
 from domainft.errors import UserError
 
 
@@ -58,7 +58,9 @@ def make_plan(cfg: Config, num_gpus: Optional[int] = None) -> dict:
     total = sum(counts.values())
     trainable = sum(g["params"] for g in groups if g["trained_in_run"])
     gpus = num_gpus or sc.num_workers
-    ds = build_ds_config(cfg.deepspeed.zero_stage, t.precision, t.batch_size, t.grad_accum, sc.num_workers,
+    stage = effective_zero_stage(cfg.deepspeed.zero_stage, sc.num_workers, cfg.deepspeed.offload_optimizer,
+                                 cfg.deepspeed.offload_params)
+    ds = build_ds_config(stage, t.precision, t.batch_size, t.grad_accum, sc.num_workers,
                          t.max_grad_norm, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_params,
                          on_gpu=sc.use_gpu, overrides=cfg.deepspeed.overrides)
     memory = estimate_all_stages(total, trainable, t.precision, gpus, cfg.deepspeed.offload_optimizer,

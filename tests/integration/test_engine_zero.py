@@ -142,3 +142,41 @@ def test_train_top_fraction_never_trains_the_rest(stage):
         engine.step()
     for n in frozen:
         assert torch.equal(_gathered(engine, n), start[n])
+
+
+@pytest.mark.timeout(300)
+def test_one_rank_at_zero_0_skips_the_all_reduce_and_matches_plain_pytorch():
+    """One data-parallel rank: no gradient all-reduce (DeepSpeed would flatten, reduce and copy back
+    every gradient, and give the layers below the gradient stop zero gradients to step), and the
+    trained weights equal a plain-PyTorch loop's (core.loop.TorchEngine) on the same batches."""
+    from domainft.core.loop import TorchEngine
+
+    def setup():
+        model = _model()
+        lmap = build_layer_map(model)
+        # head + top layer train, the next layer thaws at step 3: until then it has no gradient
+        schedule = thaw_schedule(lmap.num_layers, initial_layers=1, steps_per_epoch=3, every_epochs=1)
+        groups = build_param_groups(model, lmap, lr=1e-3, layer_decay=0.5, weight_decay=0.01)
+        lambdas = group_lr_lambdas([schedule[g["depth"]] for g in groups], 12, 0, "constant", 0.0, 0)
+        stop = GradientStop(model, lmap)
+        stop.set_lowest_trainable(lowest_trainable_depth(schedule, 0))
+        return model, lmap, groups, lambdas
+
+    model, lmap, groups, lambdas = setup()
+    engine = build_engine(model, groups, lambdas, build_ds_config(0, "fp32", 4, 1, 1, max_grad_norm=1.0))
+    assert engine.enable_backward_allreduce is False
+    ref_model, _, ref_groups, ref_lambdas = setup()
+    opt = torch.optim.AdamW(ref_groups, foreach=True)
+    ref = TorchEngine(ref_model, opt, torch.optim.lr_scheduler.LambdaLR(opt, ref_lambdas), max_grad_norm=1.0)
+    for step in range(3):
+        for e in (engine, ref):
+            torch.manual_seed(step)  # the same dropout masks
+            e.backward(e(**_batch(step)).loss)
+        below = [p for n, p in engine.module.named_parameters() if lmap.depth[n] >= 2]
+        assert all(p.grad is None for p in below), "a frozen layer got a gradient"
+        engine.step()
+        ref.step()
+    got, want = dict(engine.module.named_parameters()), dict(ref_model.named_parameters())
+    worst = max(float((got[n] - want[n]).detach().abs().max()) for n in want)
+    assert worst < 1e-6, f"DeepSpeed ZeRO 0 and the plain loop differ by {worst}"
+    assert any(not torch.equal(got[n], p) for n, p in _model().named_parameters()), "nothing trained"

@@ -13,7 +13,7 @@ def pad_batch(batch: Mapping[str, np.ndarray], pad_id: int = 0, pad_to_multiple_
     """Turn a Ray Data / Arrow batch (`input_ids` as ragged arrays, `label` ints) into model inputs.
 
     Args:
-        batch: `input_ids` (object array of int arrays, or a 2-D int array) and `label`.
+        batch: `input_ids` (object array of int arrays, a list of int lists, or a 2-D int array) and `label`.
         pad_id: the tokenizer's pad token id.
         pad_to_multiple_of: round the length up (tensor-core friendly on GPUs; harmless on CPU).
     Returns:
@@ -25,4 +25,3 @@ def pad_batch(batch: Mapping[str, np.ndarray], pad_id: int = 0, pad_to_multiple_
         "attention_mask": torch.from_numpy(mask),
         "labels": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),  # a copy: Arrow views are read-only
     }
-

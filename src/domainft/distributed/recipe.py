@@ -23,7 +23,7 @@ from domainft.core.geometry import Geometry, geometry
 from domainft.core.losses import balanced_class_weights, weighted_cross_entropy
 from domainft.core.schedules import batch_lr_scale
 from domainft.distributed.progress import Reporter
-from domainft.engine.ds_config import build_ds_config
+from domainft.engine.ds_config import build_ds_config, effective_zero_stage
 
 CKPT_TAG = "ds"
 STATE_FILE = "domainft_state.json"
@@ -65,12 +65,14 @@ class TrainerState:
 
 class Progress:
     """Throughput for the epoch record, and rank 0's training bar (the loss is fetched from the device
-    only every `every` steps: a host sync)."""
+    only every `every` steps: a host sync). Bar advances are batched: one event to the hub at most
+    every `push_interval` seconds (the driver draws every 0.5 s), not an actor call per step."""
 
-    def __init__(self, every: int, geo: Geometry, reporter: Reporter, rank: int):
+    def __init__(self, every: int, geo: Geometry, reporter: Reporter, rank: int, push_interval: float = 0.5):
         self.every, self.geo, self.reporter, self.rank = every, geo, reporter, rank
         self.t0, self.start_step, self.warm_time, self.warm_step = time.time(), 0, None, None
         self.bar_open = False
+        self.push_interval, self.pending, self.last_push = push_interval, 0, 0.0
 
     def start_epoch(self, step: int) -> None:
         self.t0, self.start_step = time.time(), step
@@ -86,10 +88,16 @@ class Progress:
         if self.rank != 0:
             return
         postfix = None
-        if step % self.every == 0 or step == self.geo.total_steps:
+        last = step == self.geo.total_steps
+        if step % self.every == 0 or last:
             postfix = f"loss {loss.item():.4f}, {self.samples_per_s(step):.1f} samples/s"  # host sync
-        self.reporter.advance("train", 1, postfix)
-        if step == self.geo.total_steps:
+        self.pending += 1
+        now = time.monotonic()
+        epoch_end = step % self.geo.steps_per_epoch == 0  # flushed before eval, which can take a while
+        if postfix is not None or epoch_end or now - self.last_push >= self.push_interval:
+            self.reporter.advance("train", self.pending, postfix)
+            self.pending, self.last_push = 0, now
+        if last:
             self.reporter.close("train")
 
     def samples_per_s(self, step: int) -> float:
@@ -188,7 +196,9 @@ def build_run(cfg: Config, data: dict, identity: dict, hub: Optional[Any] = None
                                op.schedule, op.min_lr_ratio, uf.thaw_warmup_steps)
     stop = GradientStop(model, lmap)
     stop.set_lowest_trainable(lowest_trainable_depth(schedule, 0))
-    ds_config = build_ds_config(cfg.deepspeed.zero_stage, t.precision, t.batch_size, t.grad_accum, world,
+    ds = cfg.deepspeed
+    stage = effective_zero_stage(ds.zero_stage, world, ds.offload_optimizer, ds.offload_params)
+    ds_config = build_ds_config(stage, t.precision, t.batch_size, t.grad_accum, world,
                                 t.max_grad_norm, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_params,
                                 on_gpu=device.type == "cuda", overrides=cfg.deepspeed.overrides)
     model.to(device)  # before the optimizer exists, so a fused CUDA AdamW can be chosen
@@ -212,7 +222,9 @@ def build_run(cfg: Config, data: dict, identity: dict, hub: Optional[Any] = None
         run.say(f"[train] {geo.describe(world, t.batch_size, t.grad_accum)}; peak LR {op.lr * scale:.2e}"
                 + (f" (optim.lr x {scale:.2f}, {op.lr_scaling} scaling from batch {op.lr_reference_batch})"
                    if scale != 1.0 else "") + f", head x{op.head_lr_mult:g}"
-                + (", class-weighted loss" if t.class_weights == "balanced" else ""))
+                + (", class-weighted loss" if t.class_weights == "balanced" else "")
+                + (f"; ZeRO-{ds.zero_stage} runs as stage 0 on one worker (nothing to partition)"
+                   if stage != ds.zero_stage else ""))
     return run
 
 

@@ -63,9 +63,13 @@ def fit_epoch(run: WorkerRun, epoch: int) -> dict[str, float]:
     t = run.cfg.train
     run.engine.train()
     run.progress.start_epoch(run.engine.global_steps)
+    cuda = run.device.type == "cuda"
+    # On a GPU, Ray Data's thread pins each batch and copies it to the device ahead of the step, two
+    # batches in flight; on CPU one (a second would only compete for the same cores).
     batches = run.train_shard.iter_torch_batches(
         batch_size=t.batch_size, collate_fn=PadCollate(run.pad_id), drop_last=True,
-        local_shuffle_buffer_size=max(256, 4 * t.batch_size), local_shuffle_seed=t.seed + epoch)
+        local_shuffle_buffer_size=max(256, 4 * t.batch_size), local_shuffle_seed=t.seed + epoch,
+        prefetch_batches=2 if cuda else 1, pin_memory=cuda)
     stats = train_epoch(run.engine, batches, run.geo.micro_batches_per_epoch, run.device,
                         lambda step, loss: run.on_step(step, loss, epoch), loss_fn=run.loss_fn,
                         forward_kwargs=run.forward_kwargs)

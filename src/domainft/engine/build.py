@@ -59,4 +59,9 @@ def build_engine(
 
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, dist_init_required=False)
+    if engine.dp_world_size == 1 and not engine.zero_optimization():
+        # One data-parallel rank at ZeRO 0: DeepSpeed would still, every step, flatten all gradients into
+        # one buffer, all-reduce it with itself and copy it back, and give each parameter without a
+        # gradient (frozen by the gradient stop) a zero one for AdamW to step: ~10% of a CPU step.
+        engine.enable_backward_allreduce = False
     return engine

@@ -1,0 +1,31 @@
+"""Set-up of the `gpu` tests: a tiny BERT built from a config (nothing from models/ or data/, which do
+not travel to a lent GPU machine), and the device they run on."""
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/gpu" in str(item.fspath):
+            item.add_marker(pytest.mark.gpu)
+
+
+@pytest.fixture(scope="session")
+def gpu_device() -> str:
+    # DOMAINFT_GPU_TESTS_ON_CPU=1: the dry run of benchmarks/gpu_suite.sh (see tests/conftest.py)
+    return "cpu" if os.environ.get("DOMAINFT_GPU_TESTS_ON_CPU") == "1" else "cuda"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A 4-layer BERT (random weights, safetensors), no tokenizer: the tests feed token ids."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=1200, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=64, num_labels=3)
+    BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
+    return d
