@@ -1,4 +1,4 @@
-"""Imports point one way: core, data, config and the DeepSpeed config never pull in Ray or DeepSpeed."""
+"""Imports point one way: core, data, config, serving and the DeepSpeed config never pull in Ray or DeepSpeed."""
 import os
 import subprocess
 import sys
@@ -10,6 +10,7 @@ CODE = """
 import sys
 import domainft.config, domainft.core, domainft.data, domainft.engine.ds_config, domainft.planning
 import domainft.data.augment
+import domainft.serving.app, domainft.serving.predictors, domainft.config.serve
 bad = sorted(m for m in ("ray", "deepspeed") if m in sys.modules)
 print(",".join(bad))
 """
@@ -30,7 +31,7 @@ def test_config_imports_nothing_else_from_domainft():
 
 
 def test_import_contracts_hold():
-    """pyproject's [tool.importlinter]: cli > distributed | deploy > planning, results > engine > core >
+    """pyproject's [tool.importlinter]: cli > distributed | deploy > serving > planning, results > engine > core >
     data > config; ray only in distributed, deepspeed only in engine."""
     import shutil
 
