@@ -40,7 +40,7 @@ def test_truncation_to_max_length(predictor, tiny_classifier_dir):
     assert len(predictor.encode(["word " * 1000])[0]) == 128
     short = load_predictor(tiny_classifier_dir, "torch", max_length=16)
     assert short.max_length == 16 and len(short.encode(["word " * 1000])[0]) == 16
-    with pytest.raises(UserError, match="exceeds .* limit of 128 tokens"):
+    with pytest.raises(UserError, match="--max-length 129 exceeds the model.s 128 positions"):
         load_predictor(tiny_classifier_dir, "torch", max_length=129)
 
 
@@ -67,7 +67,7 @@ def test_folders_are_checked_before_anything_starts(tiny_classifier_dir, tmp_pat
         check_model_dir(d)
     (d / "config.json").write_text(json.dumps(config))
     (d / "model.safetensors").rename(d / "pytorch_model.bin")
-    with pytest.raises(UserError, match="only pickled weights"):
+    with pytest.raises(UserError, match="only non-safetensors weights"):
         check_model_dir(d)
     with pytest.raises(UserError, match="needs --backend onnx"):
         check_model_dir(tiny_classifier_dir, "torch", "int8")
@@ -89,3 +89,39 @@ def test_cli_bad_model_dir_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("error: ") and "nope: no such folder" in err and len(err.strip().splitlines()) == 1
     assert cli_main(["serve", str(tmp_path), "--batch-wait-ms", "-1"]) == 2
     assert "batch_wait_ms: Input should be greater than or equal to 0" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_classifier_dir, tmp_path_factory):
+    """The tiny classifier through `domainft export` (fp32 + int8)."""
+    from domainft.export.pipeline import run_export
+
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    run_export(tiny_classifier_dir, out, quantize="int8", threads=1)
+    return out
+
+
+def test_onnx_predictor_is_the_export_runner(exported, predictor):
+    from domainft.export.runtime import OnnxClassifier
+
+    texts = ["short", "a much longer text about markets and shares " * 3, "x " * 400]
+    for variant in ("fp32", "int8"):
+        onnx = load_predictor(exported, "onnx", variant, threads=1)
+        assert (onnx.backend, onnx.variant, onnx.labels, onnx.max_length) == ("onnx", variant, predictor.labels, 128)
+        runner = OnnxClassifier(exported, variant, threads=1)
+        np.testing.assert_array_equal(onnx.predict_proba(texts), runner.predict_proba(texts))
+        graph = exported / ("model.onnx" if variant == "fp32" else "model.int8.onnx")
+        assert onnx.weights_sha256 == hashlib.sha256(graph.read_bytes()).hexdigest()
+    fp32 = load_predictor(exported, "onnx", "fp32", threads=1)
+    np.testing.assert_allclose(fp32.predict_proba(texts), predictor.predict_proba(texts), atol=1e-4)
+
+
+def test_onnx_folders_are_checked(exported, tiny_classifier_dir, tmp_path):
+    with pytest.raises(UserError, match="no 'onnx_export' block"):
+        check_model_dir(tiny_classifier_dir, "onnx")
+    d = tmp_path / "onnx"
+    shutil.copytree(exported, d)
+    (d / "model.int8.onnx").unlink()
+    assert check_model_dir(d, "onnx", "fp32") == ["business", "sport", "tech"]
+    with pytest.raises(UserError, match=r"model.int8.onnx: not found \(export with --quantize int8\)"):
+        check_model_dir(d, "onnx", "int8")
