@@ -147,6 +147,18 @@ def test_bad_input_gets_its_status_and_the_server_still_answers(ready, what, kwa
     assert good.status_code == 200
 
 
+def test_body_over_the_limit_is_refused_before_it_is_sent(ready):
+    """413 from the announced Content-Length alone: the server answers without waiting for the body."""
+    host, port = ready.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {100 * MAX_BODY}\r\n\r\n".encode())
+        head = s.recv(4096).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head
+    with httpx2.Client(base_url=ready, timeout=60) as c:
+        assert c.post("/v1/classify", json={"texts": ["still here"]}).status_code == 200
+
+
 def test_overload_gets_503_with_retry_after_not_a_queue(ready):
     """60 requests at once against 2 replicas x 2 in flight + 2 queued: Ray Serve's proxy sheds the rest."""
     answers = asyncio.run(one_text_requests(ready, [f"text {i}" for i in range(60)], concurrency=60, retry_503=False))

@@ -86,6 +86,27 @@ def test_bad_input_gets_its_4xx_and_the_server_still_answers(app, what, kwargs, 
     assert good.status_code == 200
 
 
+def test_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read(app):
+    received = []
+
+    async def go():
+        async def receive():  # the body never comes: only its announced length
+            received.append(1)
+            return {"type": "http.request", "body": b"", "more_body": True}
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+        scope = {"type": "http", "method": "POST", "path": "/v1/classify", "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(MAX_BODY + 1).encode())],
+            "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("test", 80),
+            "client": ("test", 1), "root_path": "", "asgi": {"version": "3.0"}}
+        await app(scope, receive, send)
+        return sent
+    sent = asyncio.run(go())
+    assert sent[0]["status"] == 413 and received == []
+
+
 def test_body_over_the_limit_streamed_without_content_length(app):
     async def chunks():
         for _ in range(MAX_BODY // 512 + 2):
