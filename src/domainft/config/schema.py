@@ -18,6 +18,12 @@ class DataConfig(Strict):
     eval: Optional[str] = Field(None, description="Optional eval corpus; else `eval_fraction` of train is held out (stratified).")
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "folders"] = Field(
         "auto", description="Input format; `auto` picks by extension, a folder of label subfolders is `folders`.")
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description="CSV/TSV quoting. `csv`: a field starting with `\"` is quoted: it may hold delimiters, newlines and "
+                    "`\"\"` (a literal quote). `none`: one line per record, quotes kept literally. `auto`: `csv` for CSV files; "
+                    "for a TSV file `csv` when its first 1 MiB holds a quoted field (`\"` at a line start or after a tab, inner "
+                    "quotes doubled, a closing `\"` before a tab or a line end: how pandas, spreadsheets and database exports "
+                    "write TSV), else `none`.")
     text_column: str = Field("text", description="Column holding the text.")
     label_column: str = Field("label", description="Column holding the label.")
     labels: Optional[list[str]] = Field(None, description="Explicit label set (order = ids). Else inferred, sorted.")

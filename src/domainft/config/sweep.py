@@ -24,11 +24,9 @@ import difflib
 import math
 import os
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domainft.config.load import (ConfigError, apply_overrides, deep_merge, pydantic_problems, read_yaml, set_dotted,

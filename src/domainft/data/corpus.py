@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Optional
 
 import pyarrow.compute as pc
 
-from domainft.data.chunks import count_newlines, needs_line_count, plan_chunks
+from domainft.data.chunks import read_plan
 from domainft.data.collect import Collector
 from domainft.data.readers import ParseOptions, parse_chunk
 from domainft.data.sources import SourceFile
@@ -27,8 +27,9 @@ class CorpusReader:
     """
 
     def __init__(self, files: list[SourceFile], opts: ParseOptions, on_bad_record: str = "error",
-                 dedupe: bool = True, chunk_bytes: int = CHUNK_BYTES):
+                 dedupe: bool = True, chunk_bytes: int = CHUNK_BYTES, quoting: str = "auto"):
         self.files, self.opts, self.on_bad_record, self.dedupe = files, opts, on_bad_record, dedupe
+        self.quoting = quoting
         self.chunk_bytes = chunk_bytes
         self.good = self.duplicates = self.empty = self.bytes_done = 0
         self.bytes_total = sum(f.size for f in files)
@@ -45,14 +46,9 @@ class CorpusReader:
     def texts(self, progress: Optional[Callable[["CorpusReader"], None]] = None) -> Iterator[str]:
         """Yield each usable text; `progress(self)` is called after every read chunk."""
         seen: set[int] = set()
-        lines_before: dict[int, int] = {}  # per cut file: newlines before the next chunk
-        ascii_ok = "\n".encode(self.opts.encoding) == b"\n"
-        chunks = plan_chunks(self.files, self.chunk_bytes, ascii_ok)
+        chunks = read_plan(self.files, self.chunk_bytes, self.opts.encoding, self.quoting)
         per_file = Counter(c["fidx"] for c in chunks)
         for chunk in chunks:
-            if needs_line_count(chunk):
-                chunk["line0"] = lines_before.get(chunk["fidx"], 0)
-                lines_before[chunk["fidx"]] = chunk["line0"] + count_newlines(chunk)
             for table in parse_chunk(chunk, self.opts):
                 good = table.column("reason").is_null()
                 self._bad.add(table.filter(pc.invert(good)))
@@ -71,7 +67,7 @@ class CorpusReader:
                         if self.dedupe:
                             seen.add(h)
                         yield text
-            cut_jsonl = needs_line_count(chunk)
-            self.bytes_done += chunk["end"] - chunk["start"] if cut_jsonl else chunk["size"] // per_file[chunk["fidx"]]
+            cut = chunk["end"] >= 0 and chunk["fmt"] != "parquet"
+            self.bytes_done += chunk["end"] - chunk["start"] if cut else chunk["size"] // per_file[chunk["fidx"]]
             if progress is not None:
                 progress(self)

@@ -6,6 +6,7 @@ as `tokenizer(texts, truncation=True, max_length=L)`, without importing transfor
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,6 +26,23 @@ def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remo
                                              use_fast=True)
     except (OSError, ValueError) as e:
         raise UserError(f"model.name_or_path: cannot load a tokenizer from {name_or_path!r}: {e}") from None
+
+
+_TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece")
+
+
+def tokenizer_signature(name_or_path: str) -> list:
+    """(name, size, mtime) of the tokenizer files of a local model folder, [] for a hub name: a tokenizer
+    changed in place changes the token ids, so prepared data that depends on it is stale."""
+    if not os.path.isdir(name_or_path):
+        return []
+    out = []
+    for name in sorted(os.listdir(name_or_path)):
+        path = os.path.join(name_or_path, name)
+        if name.startswith(_TOKENIZER_FILES) and os.path.isfile(path):
+            st = os.stat(path)
+            out.append([name, st.st_size, st.st_mtime_ns])
+    return out
 
 
 def encoder_spec(tokenizer, name_or_path: str, revision: Optional[str] = None,

@@ -56,11 +56,18 @@ class ExactEvalDataConfig(DataConfig):
         output = [{} for _ in range(world_size)]
         for name, ds in datasets.items():
             ds = ds.copy(ds)
-            ds.context.execution_options = DataConfig.default_ingest_options()
+            ds.context.execution_options = _ingest_options()
             for rank, shard in enumerate(ds.streaming_split(world_size, equal=name != "eval",
                                                             locality_hints=worker_node_ids)):
                 output[rank][name] = shard
         return output
+
+
+def _ingest_options():
+    # DataConfig.default_ingest_options() without its deprecated exclude_resources (a warning per run).
+    current = ray.data.DataContext.get_current().execution_options
+    return ray.data.ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+                                     verbose_progress=current.verbose_progress)
 
 
 def _datasets(report: dict, cfg: Config) -> dict:
@@ -157,8 +164,8 @@ def check_resumable(storage: str, name: str, identity: dict, explicit: bool) -> 
         differ = identity_differences(sib[-1][1], identity)
         if len(differ) <= 3:
             print(f"[train] starting afresh as run {name}: {other} holds a run of this output_dir with other "
-                  f"settings ({'; '.join(differ)}); a finished run is never extended, since these settings "
-                  f"change its LR and unfreezing schedules", flush=True)
+                  f"settings ({'; '.join(differ)}); it is not continued, since these settings change the "
+                  f"run's trajectory (e.g. train.epochs changes the LR and unfreezing schedules)", flush=True)
             return
 
 

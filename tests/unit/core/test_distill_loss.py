@@ -37,7 +37,7 @@ def test_layer_selected_student_copies_the_chosen_layers(make_model):
     assert init_student_from_teacher(student, teacher, [1, 3]) == len(list(student.parameters()))
     sd, td = student.state_dict(), teacher.state_dict()
     for i, j in ((0, 1), (1, 3)):
-        name = f"bert.encoder.layer.{{}}.attention.self.query.weight"
+        name = "bert.encoder.layer.{}.attention.self.query.weight"
         assert torch.equal(sd[name.format(i)], td[name.format(j)])
     assert torch.equal(sd["bert.embeddings.word_embeddings.weight"], td["bert.embeddings.word_embeddings.weight"])
     assert torch.equal(sd["classifier.weight"], td["classifier.weight"])
