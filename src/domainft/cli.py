@@ -134,6 +134,28 @@ def cmd_export(a) -> int:
     return 0 if report["passed"] else 1  # a failed parity / int8 check is not a user error: exit 1
 
 
+def cmd_serve(a) -> int:
+    from pathlib import Path
+
+    from domainft import console
+    from domainft.config.serve import validate_serve
+
+    cfg = validate_serve({k: v for k, v in (
+        ("model_dir", a.model_dir), ("backend", a.backend), ("variant", a.variant), ("max_length", a.max_length),
+        ("replicas", a.replicas),
+        ("replica_cpus", a.replica_cpus), ("max_batch_size", a.max_batch_size), ("batch_wait_ms", a.batch_wait_ms),
+        ("max_queued", a.max_queued), ("max_texts", a.max_texts), ("max_body_bytes", a.max_body_bytes),
+        ("trust_remote_code", a.trust_remote_code)) if v is not None}, "domainft serve")
+    from domainft.serving.predictors import check_model_dir
+
+    check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)  # before Ray starts: a wrong folder fails fast
+    console.setup_logging(str(Path.home() / ".cache" / "domainft" / "serve"))  # logs/domainft.log there
+    from domainft.distributed.serve import run_serve
+
+    run_serve(cfg, a.host, a.port, a.address)
+    return 0
+
+
 def cmd_setup_wordnet(a) -> int:
     from domainft.data.augment.wordnet_setup import build_wordnet
 
@@ -195,6 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for the checks (torch and ORT)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("serve", help="serve a model over HTTP on Ray Serve (batched; blocks until Ctrl-C)")
+    p.add_argument("model_dir", help="a `best/` folder (--backend torch) or a `domainft export` folder (--backend onnx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--port", type=_positive, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx")
+    p.add_argument("--variant", choices=["fp32", "int8"], default="fp32", help="ONNX model: fp32 (default) or int8")
+    p.add_argument("--max-length", type=_positive, default=None,
+                   help="truncate texts to this many tokens (default: the model's; use the training max_length)")
+    p.add_argument("--replicas", type=_positive, default=None, help="model replicas (default 1)")
+    p.add_argument("--replica-cpus", type=float, default=None, help="CPUs reserved per replica (default 1)")
+    p.add_argument("--max-batch-size", type=_positive, default=None,
+                   help="texts per forward pass across requests (default 32; 1: no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="how long a replica waits for a batch to fill (default 5)")
+    p.add_argument("--max-queued", type=_positive, default=None,
+                   help="requests queued beyond what the replicas hold; more get 503 + Retry-After (default 256)")
+    p.add_argument("--max-texts", type=_positive, default=None, help="most texts in one request (default 64)")
+    p.add_argument("--max-body-bytes", type=_positive, default=None, help="largest request body (default 1 MiB)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local one")
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="allow model code shipped with the checkpoint")
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)

@@ -1,4 +1,5 @@
-"""Imports point one way: core, data, config, export and the DeepSpeed config never pull in Ray or DeepSpeed."""
+"""Imports point one way: core, data, config, export, serving and the DeepSpeed config never pull in Ray or
+DeepSpeed."""
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ CODE = """
 import sys
 import domainft.config, domainft.core, domainft.data, domainft.engine.ds_config, domainft.planning
 import domainft.data.augment
+import domainft.serving.app, domainft.serving.predictors, domainft.config.serve
 import domainft.export.pipeline, domainft.export.runtime
 bad = sorted(m for m in ("ray", "deepspeed") if m in sys.modules)
 print(",".join(bad))
@@ -31,8 +33,8 @@ def test_config_imports_nothing_else_from_domainft():
 
 
 def test_import_contracts_hold():
-    """pyproject's [tool.importlinter]: cli > distributed | deploy > planning, results > engine > core >
-    data > config; ray only in distributed, deepspeed only in engine."""
+    """pyproject's [tool.importlinter]: cli > distributed | deploy > serving > export, planning, results > engine >
+    core > data > config; ray only in distributed, deepspeed only in engine."""
     import shutil
 
     exe = shutil.which("lint-imports", path=os.path.dirname(sys.executable))

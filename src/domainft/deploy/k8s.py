@@ -12,7 +12,7 @@ What is checked, per YAML file under the folder:
   equal to limits, a memory-backed /dev/shm that holds Ray's object store, no exposed dashboard,
   Ray token authentication with the token from a Secret and no literal credential anywhere,
   RayJobs that end and clean up, and each RayJob's domainft config found through its mounts and
-  validated;
+  validated; a RayService's Serve config, with domainft's serving options validated (rayservices.py);
 - YAML files that are neither manifests nor used by a kustomization are reported (stray).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from domainft.deploy import auth, pods, rayjobs
+from domainft.deploy import auth, pods, rayjobs, rayservices
 from domainft.deploy.render import (KUSTOMIZATION_FILES, Doc, YamlFileError, files_read_by, read_yaml_docs,
                                     render)
 from domainft.deploy.schemas import (CRD_DIR, core_problems, crd_schemas, known_crd_kinds, quantity_message,
@@ -161,7 +161,7 @@ def _check_unit(docs: list[Doc], via: Optional[Path], lookup: list[Doc],
                 claim_users.setdefault(claim, []).append((obj, template))
         for path, msg in (rayjobs.cluster_problems(obj) + rayjobs.service_problems(obj)
                           + rayjobs.rayjob_lifecycle_problems(obj) + auth.auth_problems(obj)
-                          + auth.runtime_env_problems(obj)):
+                          + auth.runtime_env_problems(obj) + rayservices.rayservice_problems(obj)):
             add(path, msg)
         for path, msg, src in rayjobs.rayjob_entrypoint_problems(obj, configmaps, parser):
             if src is None:

@@ -143,3 +143,23 @@ def test_smoke_config():
     demo = yaml.safe_load((ROOT / "configs" / "bbc_demo.yaml").read_text())
     smoke = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
     assert smoke["data"] == demo["data"] and smoke["model"] == demo["model"]
+
+
+def test_serve_config_file_is_valid_for_ray_serve_and_domainft():
+    """cluster/serve.yaml parses with Ray Serve's own schema (what `serve run` / `serve deploy` read), names
+    domainft's builder, and its args are valid `domainft serve` options; the RayService carries the same app."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from domainft.config.serve import validate_serve
+    from domainft.deploy.rayservices import BUILDER
+
+    raw = yaml.safe_load((CLUSTER / "serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    (app,) = schema.applications
+    assert app.import_path == BUILDER and schema.http_options.host == "0.0.0.0"
+    cfg = validate_serve(app.args)
+    assert cfg.model_dir.startswith("/mnt/shared/") and cfg.backend == "torch"
+    service = yaml.safe_load((ROOT / "k8s" / "base" / "rayservice.yaml").read_text())
+    in_k8s = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    assert in_k8s.applications[0].import_path == BUILDER
+    assert validate_serve(in_k8s.applications[0].args).model_dir == cfg.model_dir

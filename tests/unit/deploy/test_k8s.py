@@ -174,7 +174,7 @@ def test_latest_image_from_an_overlay(tree):
     edit(tree, "overlays/gpu/kustomization.yaml", lambda d: d["images"][0].update(newTag="latest"))
     hits = only(validate(tree), message="latest")
     assert hits and all(h.via and h.via.endswith("overlays/gpu/kustomization.yaml") for h in hits)
-    assert {h.kind for h in hits} == {"RayCluster", "RayJob"}
+    assert {h.kind for h in hits} == {"RayCluster", "RayJob", "RayService"}
 
 
 def test_untagged_image(tree):
@@ -463,24 +463,49 @@ def test_token_set_by_hand_must_be_the_secrets(tree):
                     "env[5] HF_TOKEN should come from a Secret (secretKeyRef), not from configMapKeyRef"}
 
 
+SERVICE = "base/rayservice.yaml"
+
+
 def test_rayservice_is_checked_with_its_crd(tree):
-    """A RayService (serving) gets the checks a RayJob gets: its CRD schema, the pod rules, token auth."""
-    cluster = yaml.safe_load((tree / TRAIN_JOB).read_text())["spec"]["rayClusterSpec"]
-    head = at(cluster, "headGroupSpec", "template", "spec")
-    del head["volumes"][1], head["containers"][0]["volumeMounts"][1]  # no config ConfigMap for serving
-    svc = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "domainft-serve"},
-           "spec": {"serveConfigV2": "applications: []\n", "rayClusterConfig": cluster}}
-    (tree / "base" / "rayservice.yaml").write_text(yaml.safe_dump(svc))
-    edit(tree, "base/kustomization.yaml", lambda k: k["resources"].append("rayservice.yaml"))
-    assert validate(tree / "base") == []
-    cluster["authOptions"].pop("secretName")
-    head["containers"][0]["image"] = "domainft:latest"
-    svc["spec"]["upgradeStrateg"] = {"type": "NewCluster"}
-    (tree / "base" / "rayservice.yaml").write_text(yaml.safe_dump(svc))
-    hits = {(h.file.endswith("base/rayservice.yaml"), h.kind, h.path, h.message.split(":")[0])
-            for h in validate(tree / "base")}
+    """The serving RayService gets the checks a RayJob gets: its CRD schema, the pod rules, token auth."""
+    def break_it(svc):
+        svc["spec"]["rayClusterConfig"]["authOptions"].pop("secretName")
+        at(svc["spec"]["rayClusterConfig"], "headGroupSpec", "template", "spec")["containers"][0]["image"] = \
+            "domainft:latest"
+        svc["spec"]["upgradeStrateg"] = svc["spec"].pop("upgradeStrategy")
+    edit(tree, SERVICE, break_it)
+    hits = {(h.kind, h.path, h.message.split(":")[0]) for h in only(validate(tree / "base"), file=SERVICE)}
     assert hits == {
-        (True, "RayService", "spec.upgradeStrateg", "unknown field (did you mean 'upgradeStrategy'?)"),
-        (True, "RayService", "spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].image",
-         "image 'domainft"),
-        (True, "RayService", "spec.rayClusterConfig.authOptions.secretName", "not set")}
+        ("RayService", "spec.upgradeStrateg", "unknown field (did you mean 'upgradeStrategy'?)"),
+        ("RayService", "spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].image", "image 'domainft"),
+        ("RayService", "spec.rayClusterConfig.authOptions.secretName", "not set")}
+
+
+def test_rayservice_serve_config_is_validated_like_domainft_serve(tree):
+    """serveConfigV2's domainft application: its args are `domainft serve`'s options, its model on the PVC."""
+    def break_args(svc):
+        config = yaml.safe_load(svc["spec"]["serveConfigV2"])
+        config["http_options"]["host"] = "127.0.0.1"
+        config["applications"][0]["args"].update(max_batch_size=0, batch_size=8, backend="tensorrt")
+        svc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+    edit(tree, SERVICE, break_args)
+    hits = {(h.path, h.message.split(" (")[0]) for h in only(validate(tree / "base"), file=SERVICE)}
+    args = "spec.serveConfigV2 applications[0].args"
+    assert hits == {("spec.serveConfigV2 http_options.host", "'127.0.0.1': the proxy then listens only inside its "
+                     "pod and the Serve Service cannot reach it; use 0.0.0.0"),
+                    (f"{args}.max_batch_size", "Input should be greater than or equal to 1"),
+                    (f"{args}.batch_size", "unknown key"),
+                    (f"{args}.backend", "Input should be 'torch' or 'onnx'")}
+
+    def unmounted_model(svc):
+        config = yaml.safe_load(svc["spec"]["serveConfigV2"])
+        config["applications"][0]["args"] = {"model_dir": "/models/best"}
+        svc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+    shutil.copy(K8S / SERVICE, tree / SERVICE)
+    edit(tree, SERVICE, unmounted_model)
+    (hit,) = only(validate(tree / "base"), file=SERVICE)
+    assert hit.path == args and hit.message.startswith("model_dir: /models/best is on no volume mounted in the "
+                                                       "worker group 'serve' pods")
+    edit(tree, SERVICE, lambda svc: svc["spec"].update(serveConfigV2="applications: [\n"))
+    (hit,) = only(validate(tree / "base"), file=SERVICE)
+    assert hit.path == "spec.serveConfigV2" and hit.message.startswith("not valid YAML")
