@@ -33,6 +33,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_validate(a) -> int:
     cfg = load_config(a.config, a.overrides)
+    from domainft.planning import check_model
+
+    check_model(cfg)  # what needs the model (PEFT target modules...): config.json only
     print(dump_yaml(cfg), end="")
     print("# valid", file=sys.stderr)
     return 0

@@ -82,8 +82,11 @@ def storage_of(cfg: Config) -> str:
 def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optional[list] = None,
                   name: Optional[str] = None, storage_path: Optional[str] = None) -> TorchTrainer:
     """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way."""
+    from domainft.planning import check_model
+
     sc, rc = cfg.scaling, cfg.run
     geometry(report["train_rows"], sc.num_workers, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs)
+    check_model(cfg, report["train_rows"])  # PEFT targets, virtual tokens...: before any worker starts
     identity = run_identity(cfg, report.get("fingerprint") or [report.get("train_dir"), report.get("train_rows")])
     metric = cfg.train.metric_for_best
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": 1} if sc.use_gpu else {})
@@ -208,20 +211,18 @@ def best_checkpoint(result, metric: str):
 def finalize(cfg: Config, result, report: dict) -> dict:
     """Export the best checkpoint (its trained fp32 weights over the pretrained model) and collect
     history, LR trace and plots."""
-    from domainft.core import export_hf, plot_group_lrs, plot_learning_curves
+    from domainft.core import plot_group_lrs, plot_learning_curves
     from domainft.engine.consolidate import trained_fp32_state_dict
 
     metric = cfg.train.metric_for_best
     best_ckpt, best_metrics = best_checkpoint(result, metric)
-    best_dir = os.path.join(cfg.output_dir, "best")
     with result.checkpoint.as_directory() as d:
         state = json.loads(open(os.path.join(d, STATE_FILE)).read())
     group_names = [g["param_names"] for g in state["groups"]]
     trained = [n for names in group_names for n in names]
     with best_ckpt.as_directory() as d:
-        export_hf(trained_fp32_state_dict(d, CKPT_TAG, group_names), cfg.model.name_or_path, report["label_names"],
-                  cfg.model.name_or_path, best_dir, trust_remote_code=cfg.model.trust_remote_code,
-                  revision=cfg.model.revision, required=trained)
+        weights = trained_fp32_state_dict(d, CKPT_TAG, group_names)
+    exported = export_best(cfg, weights, report["label_names"], trained)
     history = state["history"]
     best = next(h for h in history if h["epoch"] == best_metrics["epoch"])
     plots = {"learning_curves": os.path.join(cfg.output_dir, "learning_curves.png"),
@@ -229,12 +230,38 @@ def finalize(cfg: Config, result, report: dict) -> dict:
     plot_learning_curves(history, plots["learning_curves"])
     plot_group_lrs(state["lr_trace"], plots["group_lrs"], events=state["unfreeze_events"])
     groups = [{k: v for k, v in g.items() if k != "param_names"} for g in state["groups"]]
-    return {"best": best, "metric_for_best": metric, "history": history, "best_model_dir": best_dir,
+    return {"best": best, "metric_for_best": metric, "history": history,
             "lr_trace": state["lr_trace"], "unfreeze_events": state["unfreeze_events"], "groups": groups,
             "resumed_from": state.get("resumed_from", []), "stopped_early": state.get("stopped_early"),
             "plots": plots, "label_names": report["label_names"],
             "data": {k: report[k] for k in ("train_rows", "eval_rows") if k in report},
-            "checkpoint": best_ckpt.path, "config": to_dict(cfg)}
+            "checkpoint": best_ckpt.path, "config": to_dict(cfg),
+            "trainable_params": state.get("trainable_params"), "total_params": state.get("total_params"),
+            "peft_method": cfg.peft.method, **exported}
+
+
+def export_best(cfg: Config, weights: dict, label_names: list, trained: list) -> dict:
+    """Write `<output_dir>/best/` (and, for a PEFT adapter, `best_adapter/`) from the best checkpoint's
+    trained fp32 weights, on the driver's CPU: no ZeRO gather, whatever the stage.
+
+    Returns:
+        {"best_model_dir", "adapter_dir" (or None), "merged" (best/ is a plain model)}.
+    """
+    from domainft.core import export_hf
+    from domainft.core.export import export_peft
+    from domainft.core.peft import peft_spec
+
+    m, best_dir = cfg.model, os.path.join(cfg.output_dir, "best")
+    spec = peft_spec(cfg.peft.model_dump())
+    if not spec.adapter:  # full fine-tuning, selective: a plain model
+        export_hf(weights, m.name_or_path, label_names, m.name_or_path, best_dir, trust_remote_code=m.trust_remote_code,
+                  revision=m.revision, required=trained)
+        return {"best_model_dir": best_dir, "adapter_dir": None, "merged": True}
+    adapter_dir = os.path.join(cfg.output_dir, "best_adapter")
+    out = export_peft(weights, m.name_or_path, label_names, spec, m.name_or_path, best_dir, adapter_dir,
+                      trust_remote_code=m.trust_remote_code, revision=m.revision, required=trained,
+                      merge=spec.mergeable and cfg.peft.export != "adapter")
+    return {"best_model_dir": best_dir, "adapter_dir": adapter_dir, "merged": out["merged"]}
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -255,4 +282,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"{name[:16]:<16} {pc['precision']:>9.4f} {pc['recall']:>7.4f} {pc['f1']:>7.4f} "
                      f"{pc['support']:>8}")
     lines += ["", f"model: {s['best_model_dir']}", f"plots: {', '.join(s['plots'].values())}"]
+    if s.get("adapter_dir"):
+        lines.insert(-1, f"adapter ({s['peft_method']}, {s['trainable_params']:,} of {s['total_params']:,} parameters "
+                         f"trained): {s['adapter_dir']}")
     return "\n".join(lines)
