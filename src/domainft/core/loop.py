@@ -67,11 +67,15 @@ def train_epoch(
     num_micro_batches: int,
     device: torch.device,
     on_step: Callable[[int, torch.Tensor], None] = lambda step, loss: None,
+    loss_fn: Optional[Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]] = None,
+    forward_kwargs: Optional[dict[str, Any]] = None,
 ) -> dict[str, float]:
     """Run exactly `num_micro_batches` micro batches (every rank the same count, or collectives hang).
 
     `on_step(global_step, loss)` runs after each optimizer step: unfreezing, LR logging, progress. It
     receives the loss as a device tensor; it should only call `.item()` every N steps (host sync).
+    `loss_fn(output, batch)` replaces the model's own loss (e.g. core.losses.weighted_cross_entropy);
+    `forward_kwargs` go to every forward (e.g. output_hidden_states for distillation).
     """
     loss_sum = torch.zeros((), device=device)
     seen = 0
@@ -80,7 +84,8 @@ def train_epoch(
             break
         # -- forward / backward / step: DeepSpeed scales by 1/grad_accum and steps only at the boundary
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        loss = engine(**batch).loss
+        out = engine(**batch, **(forward_kwargs or {}))
+        loss = out.loss if loss_fn is None else loss_fn(out, batch)
         engine.backward(loss)
         before = engine.global_steps
         engine.step()
@@ -108,13 +113,14 @@ def _any_rank_has(has: bool, device: torch.device) -> bool:
 
 @torch.no_grad()
 def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classes: int, device: torch.device,
-             world: int = 1) -> tuple[torch.Tensor, float, int]:
+             world: int = 1, on_batch: Callable[[int], None] = lambda rows: None) -> tuple[torch.Tensor, float, int]:
     """Distributed eval over this rank's own shard of the eval split (every row on exactly one rank).
 
     Shards may differ in size (the eval split is not cut to equal lengths, so no row is dropped),
     yet ranks step in lockstep: each round every rank runs one forward, a rank whose shard is done
     repeats its last batch (or a 1-row dummy) with weight 0, until no rank has a batch left.
     ZeRO-3 gathers parameters collectively inside forward, so an unequal number of forwards hangs.
+    `on_batch(rows)` runs after each scored batch of this rank (progress).
 
     Returns:
         (confusion matrix [true, pred] summed over ranks, mean loss, rows evaluated over all ranks).
@@ -138,6 +144,7 @@ def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classe
         cm += torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
         stats[0] += out.loss.double() * labels.numel()
         stats[1] += labels.numel()
+        on_batch(labels.numel())
     if distributed:
         dist.all_reduce(cm)
         dist.all_reduce(stats)

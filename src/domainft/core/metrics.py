@@ -70,3 +70,28 @@ def metrics_from_confusion(cm: np.ndarray, label_names: Sequence[str]) -> dict:
             for i, name in enumerate(label_names)
         },
     }
+
+
+def prediction_warnings(cm: np.ndarray, label_names: Sequence[str], collapse_share: float = 0.9) -> list[str]:
+    """Plain-language warnings about the predictions behind a confusion matrix.
+
+    - collapse: one class takes at least `collapse_share` of all predictions while it is clearly
+      less common in the truth (a classifier that predicts the majority class for everything can
+      still show a respectable accuracy);
+    - classes with eval rows that are never predicted.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    total = int(cm.sum())
+    if total == 0 or cm.shape[0] < 2:
+        return []
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    out = []
+    top = int(predicted.argmax())
+    share, truth = predicted[top] / total, support[top] / total
+    if share >= collapse_share and truth < share - 0.05:
+        out.append(f"collapse: the model predicts {label_names[top]!r} for {share:.0%} of the eval rows (its true "
+                   f"share is {truth:.0%})")
+    never = [label_names[i] for i in range(len(label_names)) if support[i] > 0 and predicted[i] == 0]
+    if never and not out:
+        out.append(f"never predicted: {', '.join(repr(n) for n in never)} (they have eval rows)")
+    return out

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig,
+from transformers import (AutoConfig, AutoModelForSequenceClassification, PretrainedConfig,
                           PreTrainedModel, PreTrainedTokenizerBase)
+
+from domainft.data.tokenize import load_tokenizer
 
 
 def label_maps(label_names: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
@@ -100,22 +102,6 @@ def build_model_from_config(name_or_path: str, label_names: Sequence[str], trust
 
 def build_tokenizer(name_or_path: str, trust_remote_code: bool = False,
                     revision: Optional[str] = None) -> PreTrainedTokenizerBase:
-    """The checkpoint's fast (Rust) tokenizer.
-
-    Args:
-        name_or_path: Local directory or hub name.
-        trust_remote_code: Allow tokenizer code shipped with the checkpoint.
-        revision: Hub revision to pin.
-
-    Returns:
-        A fast tokenizer: needed for batched tokenization speed in Ray Data and for offsets.
-
-    Raises:
-        ValueError: Only a slow (Python) tokenizer exists for this checkpoint.
-    """
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, trust_remote_code=trust_remote_code,
-                                              revision=revision)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{name_or_path}: only a slow (Python) tokenizer ({type(tokenizer).__name__}) is available; "
-                         f"domainft needs a fast tokenizer (a tokenizer.json, or one transformers can convert)")
-    return tokenizer
+    """The checkpoint's tokenizer (fast when it has one): `domainft.data.tokenize.load_tokenizer`, the
+    one loader prepare, training and export share. Raises UserError when it cannot be loaded."""
+    return load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code)

@@ -109,3 +109,21 @@ def group_lr_lambdas(thaw_steps: Sequence[Optional[int]], total_steps: int, warm
     return [functools.partial(group_multiplier, thaw_step=t, total_steps=total_steps, warmup_steps=warmup_steps,
                               schedule=schedule, min_lr_ratio=min_lr_ratio, thaw_warmup_steps=thaw_warmup_steps)
             for t in thaw_steps]
+
+
+def batch_lr_scale(global_batch: int, reference_batch: int, mode: str) -> float:
+    """Factor on every peak LR for a global batch other than the one the LR was chosen for.
+
+    "sqrt" (Adam-family rule of thumb: the gradient noise falls with sqrt(batch)) or "linear"
+    (Goyal et al.); "none" = 1. Without it, 2 workers at the same per-worker batch take half the
+    optimizer steps at the same LR, which on small corpora is the difference between learning the
+    minority classes and predicting the majority one.
+    """
+    if mode == "none":
+        return 1.0
+    ratio = global_batch / reference_batch
+    if mode == "sqrt":
+        return math.sqrt(ratio)
+    if mode == "linear":
+        return ratio
+    raise ValueError(f"lr scaling must be none, sqrt or linear, got {mode!r}")

@@ -1,14 +1,15 @@
-"""Parse one read chunk (a file, or a line-aligned byte range of a big JSONL file) into records.
+"""Parse one read chunk (a file, or a record-aligned byte range of a big JSONL / CSV / TSV file) into records.
 
 Every record comes out as a row: either good (cleaned text, label, 64-bit text hash) or rejected
-with a reason, detail and the raw line, so nothing is dropped without being counted. Rows are keyed
-by (file index, line or row number) so the driver can order them exactly as they were in the files.
+with a reason, detail and the raw record, so nothing is dropped without being counted. Rows are keyed
+by (file index, line of the record's first line, or row number) so the driver can order them exactly
+as they were in the files. Input is streamed in bounded pieces and tables are yielded as they fill,
+so a task's memory follows the table size, not the file size.
 No Ray: `distributed/datasets.py` runs `parse_chunk` inside `map_batches`.
 """
 from __future__ import annotations
 
 import codecs
-import csv
 import json
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -17,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from domainft.data.clean import clean_label, clean_text, text_hash
-from domainft.data.chunks import read_bytes
+from domainft.data.chunks import file_quoting, open_lines, read_whole
+from domainft.data.delimited import DELIMITERS, records
 from domainft.data.sources import TEXT, filesystem
 
 LINE_BITS = 40  # key = file index << 40 | line (or row) number
@@ -25,10 +27,11 @@ REASONS = ("malformed_json", "malformed_csv", "wrong_column_count", "missing_tex
            "empty_label", "unknown_label", "undecodable_bytes")
 STATS, FATAL = "__stats__", "__fatal__"  # control rows: blank-line counts, unreadable files (never records)
 _MARK = "\udc80"  # a lone surrogate: no strict decoder emits one, so it marks bytes that did not decode
-codecs.register_error("domainft.mark", lambda e: (_MARK, e.end))
-csv.field_size_limit(2**31 - 1)  # whole documents in one field are normal here
+_ERRORS = "domainft.mark"
+codecs.register_error(_ERRORS, lambda e: (_MARK, e.end))
 _RAW_CHARS = 2000
 _ROWS_PER_TABLE = 20_000
+_TABLE_CHARS = 16 * 1024**2  # ... or this much text and raw: a table (and a Ray block) stays small
 _MISSING = object()
 
 SCHEMA = pa.schema([("key", pa.int64()), ("split", pa.int8()), ("text", pa.string()), ("label", pa.string()),
@@ -61,10 +64,11 @@ class _Rows:
         self.chunk, self.opts = chunk, opts
         self.labels = frozenset(opts.labels) if opts.labels is not None else None
         self.cols: dict[str, list] = {f.name: [] for f in SCHEMA}
-        self.blank = 0
+        self.blank = self.chars = 0
 
     def _add(self, line, sid, text, label, h, empty, reason, detail, raw):
         c = self.cols
+        self.chars += len(text or "") + len(raw or "")
         c["key"].append(key_of(self.chunk["fidx"], line) if line >= 0 else line)
         c["split"].append(self.chunk["split"])
         c["text"].append(text)
@@ -107,7 +111,7 @@ class _Rows:
         self._add(line, sid, cleaned, value, text_hash(cleaned) if cleaned else 0, not cleaned, None, None, None)
 
     def full(self) -> bool:
-        return len(self.cols["key"]) >= _ROWS_PER_TABLE
+        return len(self.cols["key"]) >= _ROWS_PER_TABLE or self.chars >= _TABLE_CHARS
 
     def take(self, final: bool = False) -> pa.Table:
         if final and self.blank:
@@ -115,23 +119,16 @@ class _Rows:
                       None)
             self.blank = 0
         table = pa.table(self.cols, schema=SCHEMA)
-        self.cols = {f.name: [] for f in SCHEMA}
+        self.cols, self.chars = {f.name: [] for f in SCHEMA}, 0
         return table
 
 
-def _lines(text: str) -> list[str]:
-    parts = text.split("\n")
-    if parts[-1] == "":
-        parts.pop()  # the end of the last line, not a line
-    return parts
-
-
-def _jsonl(rows: _Rows, text: str, first: int) -> Iterator[pa.Table]:
+def _jsonl(rows: _Rows, lines: Iterator[str], first: int) -> Iterator[pa.Table]:
     name = rows.chunk["name"]
-    for i, line in enumerate(_lines(text)):
-        if i == 0 and first == 1:
+    for lineno, line in enumerate(lines, first):
+        if lineno == 1:
             line = line.lstrip("\ufeff")
-        lineno, line = first + i, line.rstrip("\r")
+        line = line.rstrip("\n").rstrip("\r")
         if not line.strip():
             rows.blank += 1
             continue
@@ -154,45 +151,66 @@ def _jsonl(rows: _Rows, text: str, first: int) -> Iterator[pa.Table]:
             yield rows.take()
 
 
-def _csv(rows: _Rows, text: str, delimiter: str) -> Iterator[pa.Table]:
-    """CSV (RFC 4180 quoting; a quoted field may span lines) or TSV (no quoting: one line per record)."""
-    name, opts = rows.chunk["name"], rows.opts
-    lines = [ln + "\n" for ln in _lines(text.lstrip("\ufeff"))]
-    bad_lines = {i + 1 for i, ln in enumerate(lines) if _MARK in ln}
-    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
-    reader = csv.reader(iter(lines), delimiter=delimiter, quoting=quoting)
-    header: Optional[list[str]] = None
-    while True:
-        first = reader.line_num + 1
-        try:
-            rec = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            rows.bad(first, f"{name}:{first}", "malformed_csv", str(e), "".join(lines[first - 1:reader.line_num]))
-            if reader.line_num < first:
-                break
+def _is_blank(rec: list[str]) -> bool:
+    return not rec or (len(rec) == 1 and not rec[0].strip())
+
+
+def _bom_stripped(lines: Iterator[str]) -> Iterator[str]:
+    for i, line in enumerate(lines):
+        yield line.lstrip("\ufeff") if i == 0 else line
+
+
+def _header(chunk: dict, delimiter: str, quoting: str, encoding: str) -> Optional[list[str]]:
+    """The header of a chunk's file (its first non-blank record), read from the file's start."""
+    for _, rec, _, _ in records(_bom_stripped(open_lines({**chunk, "start": 0, "end": -1}, encoding, _ERRORS)),
+                                delimiter, quoting, 1):
+        if rec is not None and not _is_blank(rec):
+            return [h.strip() for h in rec]
+    return None
+
+
+def _csv(rows: _Rows, lines: Iterator[str], first: int) -> Iterator[pa.Table]:
+    """CSV or TSV records, quoted as `chunk["quoting"]` says; a record's line is that of its first line."""
+    chunk, opts = rows.chunk, rows.opts
+    name, delimiter, quoting = chunk["name"], DELIMITERS[chunk["fmt"]], chunk["quoting"]
+    if first == 1:
+        header, lines = None, _bom_stripped(lines)
+    else:  # a later chunk of a cut file: the header is at the file's start
+        header = _header(chunk, delimiter, quoting, opts.encoding)
+    columns = None if header is None else _Columns(header, opts)
+    for lineno, rec, raw, error in records(lines, delimiter, quoting, first):
+        if rec is None:
+            rows.bad(lineno, f"{name}:{lineno}", "malformed_csv", error, raw)
             continue
-        last, raw = reader.line_num, "".join(lines[first - 1:reader.line_num]).rstrip("\r\n")
-        if not rec or (len(rec) == 1 and not rec[0].strip()):
+        if _is_blank(rec):
             rows.blank += 1
             continue
-        if header is None:
-            header = [h.strip() for h in rec]
-            idx = {h: i for i, h in enumerate(header)}
-            ti, li = idx.get(opts.text_column), idx.get(opts.label_column)
-            cols = ", ".join(header)
+        if columns is None:
+            columns = _Columns([h.strip() for h in rec], opts)
             continue
-        sid = f"{name}:{first}"
-        if any(i in bad_lines for i in range(first, last + 1)):
-            rows.bad(first, sid, "undecodable_bytes", f"not valid {opts.encoding}", raw)
-        elif len(rec) != len(header):
-            rows.bad(first, sid, "wrong_column_count", f"expected {len(header)} columns, got {len(rec)}", raw)
+        sid, raw = f"{name}:{lineno}", raw.rstrip("\r\n")
+        if _MARK in raw:
+            rows.bad(lineno, sid, "undecodable_bytes", f"not valid {opts.encoding}", raw)
+        elif len(rec) != columns.n:
+            rows.bad(lineno, sid, "wrong_column_count", f"expected {columns.n} columns, got {len(rec)}", raw)
         else:
-            rows.record(first, sid, rec[ti] if ti is not None else _MISSING, rec[li] if li is not None else _MISSING,
-                        raw, "column", cols)
+            rows.record(lineno, sid, columns.get(rec, columns.text), columns.get(rec, columns.label), raw, "column",
+                        columns.names)
         if rows.full():
             yield rows.take()
+
+
+class _Columns:
+    """Where the text and label columns are in a header (None: absent)."""
+
+    def __init__(self, header: list[str], opts: ParseOptions):
+        idx = {h: i for i, h in enumerate(header)}
+        self.n, self.names = len(header), ", ".join(header)
+        self.text, self.label = idx.get(opts.text_column), idx.get(opts.label_column)
+
+    @staticmethod
+    def get(rec: list[str], i: Optional[int]):
+        return rec[i] if i is not None else _MISSING
 
 
 def _document(rows: _Rows, data: bytes) -> Iterator[pa.Table]:
@@ -237,7 +255,8 @@ def _parquet(rows: _Rows) -> Iterator[pa.Table]:
 
 
 def parse_chunk(chunk: dict, opts: ParseOptions) -> Iterator[pa.Table]:
-    """Rows of one chunk as Arrow tables of `SCHEMA` (good and rejected records, plus control rows).
+    """Rows of one chunk as Arrow tables of `SCHEMA` (good and rejected records, plus control rows),
+    yielded as they fill.
 
     An unreadable file (missing, permission, corrupt Parquet) becomes one `__fatal__` control row:
     the driver turns it into a UserError instead of a Ray traceback.
@@ -246,16 +265,16 @@ def parse_chunk(chunk: dict, opts: ParseOptions) -> Iterator[pa.Table]:
     try:
         if chunk["fmt"] == "parquet":
             yield from _parquet(rows)
+        elif chunk["fmt"] == TEXT:
+            yield from _document(rows, read_whole(chunk))
         else:
-            data, first = read_bytes(chunk)
-            if chunk["fmt"] == TEXT:
-                yield from _document(rows, data)
+            lines, first = open_lines(chunk, opts.encoding, _ERRORS), chunk["line0"] + 1
+            if chunk["fmt"] == "jsonl":
+                yield from _jsonl(rows, lines, first)
             else:
-                text = data.decode(opts.encoding, "domainft.mark")
-                if chunk["fmt"] == "jsonl":
-                    yield from _jsonl(rows, text, first)
-                else:
-                    yield from _csv(rows, text, "," if chunk["fmt"] == "csv" else "\t")
+                if chunk["quoting"] == "auto":  # a file read whole (a cut one is resolved by the pre-pass)
+                    chunk = rows.chunk = {**chunk, "quoting": file_quoting(chunk, opts.encoding)}
+                yield from _csv(rows, lines, first)
     except (OSError, pa.ArrowException) as e:
         rows.cols = {f.name: [] for f in SCHEMA}
         rows._add(-1 - chunk["fidx"], "", None, None, 0, False, FATAL, f"cannot read {chunk['uri']}: {e}", None)

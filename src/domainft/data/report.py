@@ -5,7 +5,7 @@ import hashlib
 import json
 from typing import Optional
 
-PREPARE_VERSION = 1  # bump when the output of prepare changes for the same inputs
+PREPARE_VERSION = 2  # bump when the output of prepare changes for the same inputs
 REQUIRED_KEYS = (
     "rows_read", "rows_kept", "rejected", "duplicates_removed", "empty_removed", "class_counts_before",
     "class_counts_after", "label_map", "train_rows", "eval_rows", "label_names", "max_class_ratio_before",
@@ -13,7 +13,7 @@ REQUIRED_KEYS = (
 )
 
 
-def fingerprint(data: dict, augment: dict, model: str, seed: int, inputs: list) -> str:
+def fingerprint(data: dict, augment: dict, model: dict, seed: int, inputs: list) -> str:
     """Hash of everything prepare's output depends on: config sections, model, seed, input files."""
     blob = json.dumps({"v": PREPARE_VERSION, "data": data, "augment": augment, "model": model, "seed": seed,
                        "inputs": inputs}, sort_keys=True, default=str)

@@ -14,6 +14,7 @@ from typing import Optional
 
 import pyarrow.fs as pafs
 
+from domainft.config.paths import is_uri
 from domainft.errors import UserError
 
 FORMAT_BY_EXT = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
@@ -31,10 +32,6 @@ class SourceFile:
     split: int  # 0: from data.train, 1: from data.eval
     label: Optional[str] = None  # text files: the label folder ("" outside any label folder)
     name: str = ""  # display name, relative to the common folder of all inputs
-
-
-def is_uri(spec: str) -> bool:
-    return "://" in spec
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -6,6 +6,7 @@ as `tokenizer(texts, truncation=True, max_length=L)`, without importing transfor
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,6 +26,23 @@ def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remo
                                              use_fast=True)
     except (OSError, ValueError) as e:
         raise UserError(f"model.name_or_path: cannot load a tokenizer from {name_or_path!r}: {e}") from None
+
+
+_TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece")
+
+
+def tokenizer_signature(name_or_path: str) -> list:
+    """(name, size, mtime) of the tokenizer files of a local model folder, [] for a hub name: a tokenizer
+    changed in place changes the token ids, so prepared data that depends on it is stale."""
+    if not os.path.isdir(name_or_path):
+        return []
+    out = []
+    for name in sorted(os.listdir(name_or_path)):
+        path = os.path.join(name_or_path, name)
+        if name.startswith(_TOKENIZER_FILES) and os.path.isfile(path):
+            st = os.stat(path)
+            out.append([name, st.st_size, st.st_mtime_ns])
+    return out
 
 
 def encoder_spec(tokenizer, name_or_path: str, revision: Optional[str] = None,
@@ -49,6 +67,21 @@ def build_encoder(spec: dict, max_length: int) -> Encoder:
     slow = load_tokenizer(spec["name_or_path"], spec["revision"], spec["trust_remote_code"])
     return lambda texts: slow(texts, truncation=True, max_length=max_length, padding=False,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+def pad_rows(rows, pad_id: int = 0, pad_to_multiple_of: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id rows to the longest (rounded up to a multiple): (input_ids, attention_mask),
+    both int64 [rows, length]."""
+    rows = [np.asarray(r, dtype=np.int64) for r in rows]
+    longest = max((len(r) for r in rows), default=1)
+    if pad_to_multiple_of > 1:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
 
 
 def ids_to_arrow(ids: list[list[int]]) -> pa.ListArray:

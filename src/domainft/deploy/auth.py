@@ -12,7 +12,7 @@ created in the cluster (`kubectl create secret generic ...`), never committed.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 

@@ -19,6 +19,7 @@ from typing import Optional
 
 import yaml
 
+from domainft.config.paths import is_uri, looks_local
 from domainft.deploy.pods import CLUSTER_SPEC, PodTemplate, dig, mounts_and_volumes, pod_templates
 from domainft.deploy.schemas import format_path
 
@@ -216,9 +217,9 @@ def config_paths(text: str, overrides: list[str]) -> dict[str, str]:
 def _cfg_paths(cfg) -> dict[str, str]:
     paths = {"output_dir": cfg.output_dir, "data.train": cfg.data.train, "data.eval": cfg.data.eval,
              "run.storage_path": cfg.run.storage_path}
-    if cfg.model.name_or_path.startswith(("/", ".", "~")):
+    if looks_local(cfg.model.name_or_path, check_here=False):  # a path in the pods, not on this machine
         paths["model.name_or_path"] = cfg.model.name_or_path
-    return {k: v for k, v in paths.items() if v and "://" not in v}
+    return {k: v for k, v in paths.items() if v and not is_uri(v)}
 
 
 def storage_problems(paths: dict[str, str], templates: list[PodTemplate]) -> list[str]:

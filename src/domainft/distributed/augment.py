@@ -8,25 +8,22 @@ Stages (each a `map_batches`):
    (callable class, `concurrency`, one GPU per actor when the cluster has GPUs). On a CPU-only
    cluster Ray Data fuses stage 1 into the Marian actors (same resources), which is fine: the
    translation dominates;
-3. hash + row uid, then `materialize()`: the driver reads only (hash, uid, flags) to count
-   outputs per op and drops per reason, and to find augmented rows identical to an original,
-   to an eval text, or to each other (the winner among equal texts is the smallest
-   (source_id, copy): deterministic);
-4. a filter that removes the dropped rows and the internal columns.
+3. hash + row uid (a hash of the row's values: `row_uids`), then `materialize()`: the driver
+   reads only (hash, uid, flags) to count outputs per op and drops per reason, and to find
+   augmented rows identical to an original, to an eval text, or to each other (the winner among
+   equal texts is the smallest (source_id, copy, uid): deterministic);
+4. a filter that removes the dropped rows and the internal columns; rows equal in every column
+   (the same input row given twice) share a uid, and one of each such group is kept.
 
 Output rows depend only on (seed, source_id, copy, text), never on batch size or worker count;
-row order is not guaranteed (the train loader shuffles anyway).
+row order is not guaranteed (the train loader shuffles anyway). Because the uid is a function of
+the row, a block that Ray recomputes (a lost object) gets the same uids, and the drop list (which
+includes the eval-leak filter) still matches it.
 """
 from __future__ import annotations
 
-import glob
-import os
-import secrets
-import shutil
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -37,8 +34,9 @@ import ray
 from domainft.data.augment.pipeline import (AUG_OP, COPY, DROP, DROP_REASONS, DUPLICATE, IDENTICAL,
                                             IDENTICAL_TO_EVAL, INTERNAL_COLUMNS, IS_AUGMENTED, LANG, PENDING_BT,
                                             SOURCE_ID, TEXT, AugmentSettings, apply_backtranslation,
-                                            augment_batch, text_hash)
+                                            augment_batch, row_uids)
 from domainft.data.augment.protect import read_terms
+from domainft.data.clean import text_hash
 from domainft.errors import UserError
 
 HASH, UID = "_h", "_uid"
@@ -48,7 +46,7 @@ TOKENIZER_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "length")
 
 _FIXED_TYPES = {SOURCE_ID: pa.string(), AUG_OP: pa.string(), IS_AUGMENTED: pa.bool_(), TEXT: pa.string(),
                 COPY: pa.int32(), DROP: pa.string(), PENDING_BT: pa.bool_(), LANG: pa.string(),
-                HASH: pa.int64(), UID: pa.int64()}
+                HASH: pa.uint64(), UID: pa.int64()}
 
 
 def settings_from_config(cfg: Any) -> AugmentSettings:
@@ -124,26 +122,41 @@ class MarianStage:
 
 
 def _finish_stage(table: pa.Table) -> pa.Table:
-    """Text hash for de-duplication and a random uid per row.
-
-    The uid only breaks ties between rows that are identical in every column (an oversampled
-    original and its copies): which of them is kept does not change the content. It is drawn
-    after the last deterministic stage and read after `materialize()`, so it is stable.
-    """
-    hashes = pa.array([text_hash(t or "") for t in table.column(TEXT).to_pylist()], type=pa.int64())
-    uids = pa.array([secrets.randbits(63) for _ in range(table.num_rows)], type=pa.int64())
-    return table.append_column(HASH, hashes).append_column(UID, uids)
+    """Text hash for de-duplication and a uid per row, both functions of the row's values alone."""
+    hashes = pa.array([text_hash(t or "") for t in table.column(TEXT).to_pylist()], type=pa.uint64())
+    return table.append_column(HASH, hashes).append_column(UID, row_uids(table))
 
 
 def _keep_stage(table: pa.Table, drop_uids: np.ndarray) -> pa.Table:
     mask = pc.invert(pc.is_in(table.column(UID), value_set=pa.array(drop_uids, type=pa.int64())))
-    table = table.filter(mask)
+    return _public(table.filter(mask))
+
+
+def _public(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in (*INTERNAL_COLUMNS, HASH, UID) if c in table.column_names])
+
+
+def _only_uids(table: pa.Table, uids: np.ndarray) -> pa.Table:
+    return table.filter(pc.is_in(table.column(UID), value_set=pa.array(uids, type=pa.int64())))
+
+
+def _first_row(group: pa.Table) -> pa.Table:
+    return _public(group.slice(0, 1))  # every row of a uid group is the same row
+
+
+def _apply(mat: "ray.data.Dataset", drop_uids: np.ndarray, once_uids: np.ndarray) -> "ray.data.Dataset":
+    """`mat` less the dropped rows, with one row of each `once_uids` group (rows given twice)."""
+    gone = np.union1d(drop_uids, once_uids)
+    kept = mat.map_batches(_keep_stage, fn_kwargs={"drop_uids": gone}, batch_format="pyarrow")
+    if len(once_uids) == 0:
+        return kept
+    once = mat.map_batches(_only_uids, fn_kwargs={"uids": once_uids}, batch_format="pyarrow")
+    return kept.union(once.groupby(UID).map_groups(_first_row, batch_format="pyarrow"))
 
 
 def _eval_hash_stage(table: pa.Table, text_column: str) -> pa.Table:
     return pa.table({HASH: pa.array([text_hash(t or "") for t in table.column(text_column).to_pylist()],
-                                    type=pa.int64())})
+                                    type=pa.uint64())})
 
 
 def _gpus_in_cluster() -> int:
@@ -177,6 +190,27 @@ def augment_dataset(ds: "ray.data.Dataset", settings: AugmentSettings, backend: 
             ensure_wordnet_on_path()
         except RuntimeError as e:
             raise UserError(f"augment.ops.synonym/insert: {e}") from None
+    mat = _stages(ds, settings, backend, pivot, forward, backward, bt_batch_size, num_beams,
+                  token_batch_rows).materialize()
+    t_stages = time.time()
+
+    eval_hashes: set[int] = set()
+    if eval_ds is not None:
+        for b in eval_ds.map_batches(_eval_hash_stage, fn_kwargs={"text_column": eval_text_column},
+                                     batch_format="pyarrow").iter_batches(batch_format="numpy"):
+            eval_hashes.update(b[HASH].tolist())
+    report, drop_uids, once_uids = _decide(mat, eval_hashes)
+    final = _apply(mat, drop_uids, once_uids)
+    report.update(_settings_report(settings, backend, pivot, forward, backward))
+    report["seconds"] = round(time.time() - t0, 2)
+    report["timing"] = {"augment_stages_s": round(t_stages - t0, 2), "dedupe_s": round(time.time() - t_stages, 2),
+                        "worker_cpu_s": _worker_cpu_seconds(mat)}
+    return final, report
+
+
+def _stages(ds: "ray.data.Dataset", settings: AugmentSettings, backend: str, pivot: str, forward: Optional[str],
+            backward: Optional[str], bt_batch_size: int, num_beams: int, token_batch_rows: int) -> "ray.data.Dataset":
+    """Stages 1-3, lazily: every row with its candidates, drop reasons, text hash and uid."""
     out = ds.map_batches(_token_stage, fn_kwargs={"settings": settings}, batch_format="pyarrow",
                          batch_size=token_batch_rows)
     if settings.backtranslate > 0:
@@ -195,22 +229,7 @@ def augment_dataset(ds: "ray.data.Dataset", settings: AugmentSettings, backend: 
                 concurrency=max(1, gpus), num_gpus=1 if gpus else 0)
         else:
             raise UserError(f"augment.backtranslation.backend: unknown backend {backend!r}")
-    out = out.map_batches(_finish_stage, batch_format="pyarrow")
-    mat = out.materialize()
-    t_stages = time.time()
-
-    eval_hashes: set[int] = set()
-    if eval_ds is not None:
-        for b in eval_ds.map_batches(_eval_hash_stage, fn_kwargs={"text_column": eval_text_column},
-                                     batch_format="pyarrow").iter_batches(batch_format="numpy"):
-            eval_hashes.update(b[HASH].tolist())
-    report, drop_uids = _decide(mat, eval_hashes)
-    final = mat.map_batches(_keep_stage, fn_kwargs={"drop_uids": drop_uids}, batch_format="pyarrow")
-    report.update(_settings_report(settings, backend, pivot, forward, backward))
-    report["seconds"] = round(time.time() - t0, 2)
-    report["timing"] = {"augment_stages_s": round(t_stages - t0, 2), "dedupe_s": round(time.time() - t_stages, 2),
-                        "worker_cpu_s": _worker_cpu_seconds(mat)}
-    return final, report
+    return out.map_batches(_finish_stage, batch_format="pyarrow")
 
 
 def _worker_cpu_seconds(mat: "ray.data.Dataset") -> Optional[float]:
@@ -221,11 +240,12 @@ def _worker_cpu_seconds(mat: "ray.data.Dataset") -> Optional[float]:
         return None
 
 
-def _decide(mat: "ray.data.Dataset", eval_hashes: set[int]) -> tuple[dict, np.ndarray]:
-    """Read (hash, uid, flags) of every row; return the report and the uids to drop."""
+def _decide(mat: "ray.data.Dataset", eval_hashes: set[int]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Read (hash, uid, flags) of every row; return the report, the uids to drop, and the uids of
+    kept rows that occur more than once (equal in every column: one of each is kept)."""
     cols = [HASH, UID, IS_AUGMENTED, DROP, AUG_OP, SOURCE_ID, COPY, LANG]
     originals: set[int] = set()
-    candidates = []  # (hash, (source_id, copy, uid), aug_op)
+    candidates: Counter = Counter()  # (hash, (source_id, copy, uid), aug_op) -> rows
     dropped = Counter({r: 0 for r in DROP_REASONS})
     drop: list[int] = []
     languages: Counter = Counter()
@@ -244,23 +264,27 @@ def _decide(mat: "ray.data.Dataset", eval_hashes: set[int]) -> tuple[dict, np.nd
                 dropped[reason] += 1
                 drop.append(uid)
             else:
-                candidates.append((h, (sid, copy, uid), op))
+                candidates[(h, (sid, copy, uid), op)] += 1
     winners: dict[int, tuple] = {}
     for h, key, _ in candidates:
         if h not in originals and h not in eval_hashes and (h not in winners or key < winners[h]):
             winners[h] = key
     per_op: Counter = Counter()
     per_family: Counter = Counter()
-    for h, key, op in candidates:
+    once: list[int] = []
+    for (h, key, op), n in candidates.items():
         if h in originals:
-            dropped[IDENTICAL] += 1
+            dropped[IDENTICAL] += n
         elif h in eval_hashes:
-            dropped[IDENTICAL_TO_EVAL] += 1
+            dropped[IDENTICAL_TO_EVAL] += n
         elif winners[h] != key:
-            dropped[DUPLICATE] += 1
+            dropped[DUPLICATE] += n
         else:
             per_op[op] += 1
             per_family[op.split(":")[0]] += 1
+            if n > 1:
+                dropped[DUPLICATE] += n - 1
+                once.append(key[2])
             continue
         drop.append(key[2])
     kept = sum(per_op.values())
@@ -275,7 +299,7 @@ def _decide(mat: "ray.data.Dataset", eval_hashes: set[int]) -> tuple[dict, np.nd
         "dropped": dict(dropped),
         "languages": dict(sorted(languages.items())),
     }
-    return report, np.asarray(drop, dtype=np.int64)
+    return report, np.unique(np.asarray(drop, dtype=np.int64)), np.asarray(sorted(once), dtype=np.int64)
 
 
 def _settings_report(s: AugmentSettings, backend: str, pivot: str, forward: Optional[str],
@@ -315,78 +339,3 @@ def augment_train(train_ds: "ray.data.Dataset", cfg: Any,
     return augment_dataset(train_ds, settings_from_config(cfg), backend=bt.backend, pivot=bt.pivot,
                            forward=bt.forward, backward=bt.backward, bt_batch_size=bt.batch_size,
                            num_beams=bt.num_beams, eval_ds=eval_ds)
-
-
-# --- `domainft augment CONFIG` -----------------------------------------------------------------------
-def _originals_only(table: pa.Table) -> pa.Table:
-    return table.filter(pc.invert(table.column(IS_AUGMENTED)))
-
-
-def _augmented_only(table: pa.Table) -> pa.Table:
-    return table.filter(table.column(IS_AUGMENTED))
-
-
-def _split_files(output_dir: str, split: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(output_dir, "data", split, "*.parquet")))
-
-
-def format_report(report: dict) -> str:
-    """A plain-text table of the augmentation report."""
-    lines = [f"augmentation: {report.get('rows_in', 0)} rows in -> {report.get('rows_out', 0)} rows out "
-             f"({report.get('augmented', 0)} augmented of {report.get('attempted', 0)} attempted, "
-             f"{report.get('seconds', 0)} s)"]
-    width = max([len(k) for k in list(report.get("rows_per_op", {})) + list(report.get("dropped", {}))] + [10])
-    lines.append(f"  {'kept, per op'.ljust(width)}  rows")
-    for op, n in report.get("rows_per_op", {}).items():
-        lines.append(f"  {op.ljust(width)}  {n}")
-    lines.append(f"  {'dropped, per reason'.ljust(width)}  rows")
-    for reason, n in report.get("dropped", {}).items():
-        lines.append(f"  {reason.ljust(width)}  {n}")
-    return "\n".join(lines)
-
-
-def run_augment(cfg: Any) -> dict:
-    """`domainft augment CONFIG`: augment the prepared, un-augmented train split and write it.
-
-    Reads <output_dir>/data/train/*.parquet (prepared first, with augmentation off, when missing),
-    keeps its original rows, writes originals + augmented rows to <output_dir>/data/augmented/,
-    the report to <output_dir>/data/augment_report.json, and prints the report and examples.
-    """
-    import json
-
-    if not cfg.augment.enabled:
-        cfg = cfg.model_copy(deep=True)
-        cfg.augment.enabled = True
-        print("augment.enabled is false in the config; running the augmentation anyway (this command asks for it)",
-              file=sys.stderr)
-    from domainft.distributed.cluster import init_ray
-
-    init_ray()
-    train_files = _split_files(cfg.output_dir, "train")
-    if not train_files:
-        from domainft.distributed.datasets import ensure_prepared
-
-        plain = cfg.model_copy(deep=True)
-        plain.augment.enabled = False
-        ensure_prepared(plain)
-        train_files = _split_files(cfg.output_dir, "train")
-        if not train_files:
-            raise UserError(f"no prepared train split under {cfg.output_dir}/data/train after prepare")
-    train = ray.data.read_parquet(train_files)
-    if IS_AUGMENTED in train.schema().names:  # a split prepared with augmentation on: start from its originals
-        train = train.map_batches(_originals_only, batch_format="pyarrow")
-    eval_files = _split_files(cfg.output_dir, "eval")
-    eval_ds = ray.data.read_parquet(eval_files) if eval_files else None
-    out, report = augment_train(train, cfg, eval_ds=eval_ds)
-    dest = Path(cfg.output_dir) / "data" / "augmented"
-    if dest.exists():
-        shutil.rmtree(dest)
-    out.write_parquet(str(dest))
-    report_path = Path(cfg.output_dir) / "data" / "augment_report.json"
-    report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(format_report(report))
-    examples = out.map_batches(_augmented_only, batch_format="pyarrow").take(4)
-    for ex in examples:
-        print(f"\n[{ex[SOURCE_ID]} | {ex[AUG_OP]}] {ex[TEXT][:300]!r}")
-    print(f"\nwrote {dest} and {report_path}")
-    return report

@@ -7,13 +7,12 @@ sorted key array in the object store that each batch is filtered against.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
 import time
 from dataclasses import asdict
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,38 +20,42 @@ import ray
 import ray.data
 
 from domainft.config.schema import Config
-from domainft.data.chunks import count_newlines, needs_line_count, plan_chunks, set_line_offsets
+from domainft.data.chunks import read_plan
 from domainft.data.collect import COLUMNS, Collector
+from domainft.data.layout import PreparedLayout
 from domainft.data.labels import build_label_names, write_label_map
 from domainft.data.plan import EVAL, TRAIN, make_plan, select_rows
 from domainft.data.readers import ParseOptions, parse_chunk
 from domainft.data.report import build_report, count_problems, fingerprint, format_report
 from domainft.data.sources import collect_sources, input_signature
-from domainft.data.tokenize import build_encoder, encoder_spec, load_tokenizer, tokenize_table
+from domainft.data.tokenize import (build_encoder, encoder_spec, load_tokenizer, tokenize_table,
+                                    tokenizer_signature)
+from domainft.distributed.progress import LiveProgress, Reporter
 from domainft.errors import UserError
 
-CHUNK_BYTES = 64 * 1024**2  # big JSONL / Parquet inputs are read as several tasks of at most this size
+CHUNK_BYTES = 64 * 1024**2  # big JSONL / CSV / TSV / Parquet inputs are read as several tasks of at most this size
 MIN_CHUNK_BYTES = 1024**2  # ... and at least this (smaller inputs: enough chunks to keep every CPU busy)
 TOKENIZE_BATCH = 512
 MIN_ROWS_PER_FILE = 100_000
-REPORT, LABEL_MAP, REJECTS = "data_report.json", "label_map.json", "rejects.jsonl"
 
 
 def data_dir(cfg: Config) -> str:
-    return os.path.join(cfg.output_dir, "data")
+    return PreparedLayout(cfg.output_dir).root
 
 
 def prepare_fingerprint(cfg: Config) -> str:
-    """Hash of data + augment config, model, seed, and each local input file's path, size and mtime."""
-    d = cfg.data
+    """Hash of data + augment config, seed, each local input file's path, size and mtime, and what
+    decides the tokenizer: model path, revision, trust_remote_code, a local folder's tokenizer files."""
+    d, m = cfg.data, cfg.model
     inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format)}
-    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), cfg.model.name_or_path,
-                       cfg.train.seed, inputs)
+    model = {"name_or_path": m.name_or_path, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
+             "tokenizer_files": tokenizer_signature(m.name_or_path)}
+    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), model, cfg.train.seed, inputs)
 
 
 def _fresh_report(cfg: Config, fp: str) -> Optional[dict]:
     try:
-        with open(os.path.join(data_dir(cfg), REPORT), encoding="utf-8") as f:
+        with open(PreparedLayout(cfg.output_dir).report, encoding="utf-8") as f:
             report = json.load(f)
     except (OSError, ValueError):
         return None
@@ -69,21 +72,25 @@ def ensure_prepared(cfg: Config) -> dict:
     return run_prepare(cfg, force=False)
 
 
-def run_prepare(cfg: Config, force: bool = False) -> dict:
+def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] = None,
+                augment: Optional[Callable] = None) -> dict:
     """Run the data pipeline, write `<output_dir>/data/`, print the report table and return the report.
 
     Uses the running Ray if there is one, else starts a local one. With force=False an up-to-date
     output is returned without work. Bad records raise BadRecordError (on_bad_record: error) or go
-    to rejects.jsonl (skip); an empty result raises UserError.
+    to rejects.jsonl (skip); an empty result raises UserError. `chunk_bytes` overrides the size of
+    the read chunks big files are cut into (default: from the input size and the CPUs); `augment`
+    is the augmentation step, `augment(train_ds, cfg, eval_ds=...) -> (dataset, report)` (default:
+    distributed.augment.augment_train), run when augment.enabled.
     """
     start = time.perf_counter()
-    d, out = cfg.data, data_dir(cfg)
+    d, layout = cfg.data, PreparedLayout(cfg.output_dir)
+    out = layout.root
     fp = prepare_fingerprint(cfg)
     if not force and (report := _fresh_report(cfg, fp)) is not None:
         print(f"prepared data is up to date: {out} (fingerprint {fp})")
         return report
-    for name in (REPORT, LABEL_MAP, REJECTS, "train", "eval"):  # no stale report survives a failed run
-        path = os.path.join(out, name)
+    for path in (layout.report, layout.label_map, layout.rejects, layout.train, layout.eval):  # none survives a failed run
         shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
     os.makedirs(out, exist_ok=True)
     m = cfg.model  # load on the driver first: a bad model path fails before any reading
@@ -93,7 +100,7 @@ def run_prepare(cfg: Config, force: bool = False) -> dict:
     explicit = build_label_names(d.labels, []) if d.labels is not None else None
     opts = ParseOptions(d.text_column, d.label_column, d.encoding, tuple(explicit) if explicit else None, d.nfkc,
                         d.unescape_html)
-    rejects_path = os.path.join(out, REJECTS) if d.on_bad_record == "skip" else None
+    rejects_path = layout.rejects if d.on_bad_record == "skip" else None
     _ensure_ray()
     ctx = ray.data.DataContext.get_current()
     saved_order = ctx.execution_options.preserve_order
@@ -103,9 +110,11 @@ def run_prepare(cfg: Config, force: bool = False) -> dict:
     def lap(name: str) -> None:  # seconds since the previous lap, for report["phase_seconds"]
         phases[name] = time.perf_counter() - start - sum(phases.values())
 
+    live = LiveProgress()
     try:
+        live.__enter__()
         lap("setup")
-        parsed = _parse(files, opts)  # 1. read, validate, clean, hash (parallel)
+        parsed = _parse(files, opts, d.quoting, chunk_bytes, live.reporter())  # 1. read, validate, clean, hash
         lap("read_parse_clean")
         collector = _collect(parsed, files, rejects_path)  # 2. counts and small columns on the driver
         if d.on_bad_record == "error" and (err := collector.first_error()) is not None:
@@ -121,21 +130,27 @@ def run_prepare(cfg: Config, force: bool = False) -> dict:
                   for s, want in (("eval", EVAL), ("train", TRAIN))}
         aug_report = None
         if cfg.augment.enabled:  # 4. augmentation of the train split only, before tokenizing
-            splits["train"], aug_report = _augment(splits["train"], splits["eval"], cfg)
-        dirs, rows = {"train_dir": os.path.join(out, "train"), "eval_dir": os.path.join(out, "eval")}, {}
+            splits["train"], aug_report = _augment(splits["train"], splits["eval"], cfg, augment)
+        dirs, rows = {"train_dir": layout.train, "eval_dir": layout.eval}, {}
         actors = None if cfg.augment.enabled else max(1, min(_cpus(), parsed.num_blocks()))
+        planned = {"train": None if cfg.augment.enabled else sum(plan.counts["train_after"]),
+                   "eval": sum(plan.counts["eval"])}
         for split, ds in splits.items():  # 5. tokenize (actor pool) and write Parquet
-            rows[split] = _tokenize_and_write(ds, dirs[f"{split}_dir"], spec, d.max_length, actors)
+            reporter = live.reporter()
+            reporter.bar(f"tokenize {split}", planned[split], "rows")
+            rows[split] = _tokenize_and_write(ds, dirs[f"{split}_dir"], spec, d.max_length, actors, reporter)
+            reporter.close(f"tokenize {split}")
             lap(f"tokenize_write_{split}")
     finally:
+        live.__exit__(None, None, None)
         ctx.execution_options.preserve_order = saved_order
-    write_label_map(os.path.join(out, LABEL_MAP), names)
+    write_label_map(layout.label_map, names)
     report = build_report(
         rows_read=collector.rows_read, rejected=dict(collector.rejected), counts=plan.counts, label_names=names,
         blank_lines=collector.blank_lines, train_rows=rows["train"], eval_rows=rows["eval"],
         max_class_ratio=d.max_class_ratio, balance=d.balance,
         eval_source="data.eval" if d.eval else f"held out {d.eval_fraction:g} of data.train (stratified)",
-        paths={**dirs, "rejects_path": rejects_path, "label_map_path": os.path.join(out, LABEL_MAP)},
+        paths={**dirs, "rejects_path": rejects_path, "label_map_path": layout.label_map},
         fp=fp, seconds=time.perf_counter() - start, n_files=len(files))
     report["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
     if aug_report is not None:
@@ -143,10 +158,10 @@ def run_prepare(cfg: Config, force: bool = False) -> dict:
     problems = count_problems(report)
     if problems:
         raise RuntimeError("prepare: counts do not add up (a bug): " + "; ".join(problems))
-    tmp = os.path.join(out, REPORT + ".tmp")
+    tmp = layout.report + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=2)
-    os.replace(tmp, os.path.join(out, REPORT))  # written last: its presence means the outputs are complete
+    os.replace(tmp, layout.report)  # written last: its presence means the outputs are complete
     print(format_report(report))
     return report
 
@@ -173,29 +188,38 @@ def _cpus() -> int:
 
 
 @ray.remote(num_cpus=1)
-def _count_newlines(chunk: dict) -> int:
-    return count_newlines(chunk)
+def _remote_call(fn, arg):
+    return fn(arg)
 
 
-def _parse(files, opts: ParseOptions) -> ray.data.MaterializedDataset:
-    """Parse every file (cut into chunks) into good and rejected rows, materialized in the object store."""
-    ascii_ok = "\n".encode(opts.encoding) == b"\n"
+def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] = None,
+           reporter: Optional[Reporter] = None) -> ray.data.MaterializedDataset:
+    """Parse every file (cut into chunks) into good and rejected rows, materialized in the object store.
+    Each parsed chunk advances the `read` bar (in kB) of `reporter`."""
     total = sum(f.size for f in files)
-    chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
-    chunks = plan_chunks(files, chunk_bytes, ascii_ok)
-    counted = [c for c in chunks if needs_line_count(c)]
-    if counted:  # a cut file's line numbers need the newlines before each chunk: count in parallel
-        counts = iter(ray.get([_count_newlines.remote(c) for c in counted]))
-        chunks = set_line_offsets(chunks, [next(counts) if needs_line_count(c) else None for c in chunks])
+    if chunk_bytes is None:
+        chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
+    # cut files: record starts and line numbers found by parallel scan tasks
+    chunks = read_plan(files, chunk_bytes, opts.encoding, quoting,
+                       scan_map=lambda fn, todo: ray.get([_remote_call.remote(fn, c) for c in todo]))
     blocks = min(len(chunks), max(2 * _cpus(), total // chunk_bytes + 1))
     ds = ray.data.from_items(chunks, override_num_blocks=blocks)
-    ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"opts": asdict(opts)})
-    return ds.materialize()
+    if reporter is not None:
+        reporter.bar("read", max(1, -(-total // 1000)), "kB")
+    ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None,
+                        fn_kwargs={"opts": asdict(opts), "reporter": reporter})
+    out = ds.materialize()
+    if reporter is not None:
+        reporter.close("read")
+    return out
 
 
-def _parse_batch(batch: pa.Table, opts: dict) -> Iterator[pa.Table]:
+def _parse_batch(batch: pa.Table, opts: dict, reporter: Optional[Reporter] = None) -> Iterator[pa.Table]:
     o = ParseOptions(**{**opts, "labels": tuple(opts["labels"]) if opts["labels"] is not None else None})
     for chunk in batch.to_pylist():
+        if reporter is not None:  # a cut chunk is its byte range; a whole file its size
+            size = chunk["end"] - chunk["start"] if chunk["end"] >= 0 and chunk["fmt"] != "parquet" else chunk["size"]
+            reporter.advance("read", -(-size // 1000))
         yield from parse_chunk(chunk, o)
 
 
@@ -216,29 +240,30 @@ def _check_not_empty(counts: dict, names: list[str], collector: Collector) -> No
         raise UserError(f"data.train: a classifier needs at least 2 labels, found {present} ({summary})")
 
 
-def _augment(train_ds, eval_ds, cfg: Config):
-    """The train split after augmentation, and its report. The eval split is passed when the hook
-    accepts it (`eval_ds=`), so that no augmented text can equal an eval text."""
-    try:
-        from domainft.distributed.augment import augment_train
-    except ImportError as e:
-        raise UserError(f"augment.enabled is true but augmentation is not available: {e}") from None
-    if "eval_ds" in inspect.signature(augment_train).parameters:
-        return augment_train(train_ds, cfg, eval_ds=eval_ds)
-    return augment_train(train_ds, cfg)
+def _augment(train_ds, eval_ds, cfg: Config, augment: Optional[Callable]):
+    """The train split after augmentation, and its report; eval is passed so that no augmented text
+    can equal an eval text. `augment` is run_prepare's injected step (default: augment_train)."""
+    if augment is None:
+        from domainft.distributed.augment import augment_train as augment
+    return augment(train_ds, cfg, eval_ds=eval_ds)
 
 
 class _Tokenize:
     """One tokenizer per actor, built once from the driver's spec and reused for every batch."""
 
-    def __init__(self, spec: dict, max_length: int):
+    def __init__(self, spec: dict, max_length: int, reporter: Optional[Reporter] = None, bar: str = ""):
         self.encode = build_encoder(spec, max_length)
+        self.reporter, self.bar = reporter, bar
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return tokenize_table(self.encode, batch)
+        out = tokenize_table(self.encode, batch)
+        if self.reporter is not None:
+            self.reporter.advance(self.bar, out.num_rows)
+        return out
 
 
-def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Optional[int]) -> int:
+def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Optional[int],
+                        reporter: Optional[Reporter] = None) -> int:
     """Tokenize on an actor pool and write Parquet; returns the rows written (from the file footers).
 
     `actors`: a fixed pool of that size, else an autoscaling one (1..CPUs) that leaves CPUs to the
@@ -249,7 +274,9 @@ def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Opti
                ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()))
     # Ray Data logs "constructor arguments in the object store and max_restarts > 0" for every
     # callable class (ray issue 53727); harmless here: the driver holds the arguments until the end.
-    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs={"spec": spec, "max_length": max_length},
+    bar = f"tokenize {os.path.basename(path)}"
+    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs={"spec": spec, "max_length": max_length,
+                                                          "reporter": reporter, "bar": bar},
                         batch_size=TOKENIZE_BATCH, batch_format="pyarrow", compute=compute)
     # Writers take no CPU slot: the tokenizer actors may hold every CPU, and a writer that waited
     # for one would stall the pipeline (writing Parquet is light next to tokenizing).

@@ -14,19 +14,29 @@ from ray.train import LoggingConfig
 from ray.train import TrainingFailedError
 from ray.train.torch import TorchTrainer
 
+from domainft import console
 from domainft.config import Config, ConfigError, to_dict
 from domainft.config.identity import identity_differences, identity_hash, run_identity
 from domainft.core.geometry import geometry
 from domainft.distributed.cluster import init_ray
+from domainft.distributed.progress import LiveProgress
 from domainft.distributed.recipe import CKPT_TAG, STATE_FILE
 from domainft.distributed.worker import train_fn_per_worker
 from domainft.errors import UserError
+from domainft.summary import ADVICE, format_summary
 
-def _loop_config(cfg: Config, report: dict, pad_token_id: int, identity: dict) -> dict[str, Any]:
-    return {"config": to_dict(cfg), "identity": identity,
+def _loop_config(cfg: Config, report: dict, pad_token_id: int, identity: dict, hub: Optional[Any]) -> dict[str, Any]:
+    return {"config": to_dict(cfg), "identity": identity, "progress": hub,
             "failpoint": os.environ.get("DOMAINFT_FAILPOINT"),  # fault injection for the restart tests only
             "data": {"label_names": report["label_names"], "train_rows": report["train_rows"],
-                     "eval_rows": report["eval_rows"], "pad_token_id": pad_token_id}}
+                     "eval_rows": report["eval_rows"], "pad_token_id": pad_token_id,
+                     "class_counts": class_counts(report)}}
+
+
+def class_counts(report: dict) -> list[int]:
+    """Train rows per class, in label order, as the model trains on them (after balancing)."""
+    after = report.get("class_counts_after") or {}
+    return [int(after.get(n, 0)) for n in report["label_names"]]
 
 
 class ExactEvalDataConfig(DataConfig):
@@ -46,11 +56,18 @@ class ExactEvalDataConfig(DataConfig):
         output = [{} for _ in range(world_size)]
         for name, ds in datasets.items():
             ds = ds.copy(ds)
-            ds.context.execution_options = DataConfig.default_ingest_options()
+            ds.context.execution_options = _ingest_options()
             for rank, shard in enumerate(ds.streaming_split(world_size, equal=name != "eval",
                                                             locality_hints=worker_node_ids)):
                 output[rank][name] = shard
         return output
+
+
+def _ingest_options():
+    # DataConfig.default_ingest_options() without its deprecated exclude_resources (a warning per run).
+    current = ray.data.DataContext.get_current().execution_options
+    return ray.data.ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+                                     verbose_progress=current.verbose_progress)
 
 
 def _datasets(report: dict, cfg: Config) -> dict:
@@ -80,8 +97,10 @@ def storage_of(cfg: Config) -> str:
 
 
 def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optional[list] = None,
-                  name: Optional[str] = None, storage_path: Optional[str] = None) -> TorchTrainer:
-    """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way."""
+                  name: Optional[str] = None, storage_path: Optional[str] = None,
+                  progress_hub: Optional[Any] = None) -> TorchTrainer:
+    """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way.
+    `progress_hub`: a distributed.progress.ProgressHub for the workers' lines and bars."""
     from domainft.planning import check_model
 
     sc, rc = cfg.scaling, cfg.run
@@ -95,7 +114,7 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
     name = name or run_name(cfg, identity)
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=_loop_config(cfg, report, pad_token_id, identity),
+        train_loop_config=_loop_config(cfg, report, pad_token_id, identity, progress_hub),
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name, storage_path=storage,
@@ -148,8 +167,8 @@ def check_resumable(storage: str, name: str, identity: dict, explicit: bool) -> 
         differ = identity_differences(sib[-1][1], identity)
         if len(differ) <= 3:
             print(f"[train] starting afresh as run {name}: {other} holds a run of this output_dir with other "
-                  f"settings ({'; '.join(differ)}); a finished run is never extended, since these settings "
-                  f"change its LR and unfreezing schedules", flush=True)
+                  f"settings ({'; '.join(differ)}); it is not continued, since these settings change the "
+                  f"run's trajectory (e.g. train.epochs changes the LR and unfreezing schedules)", flush=True)
             return
 
 
@@ -168,18 +187,22 @@ def train_prepared(cfg: Config, report: dict, callbacks: Optional[list] = None, 
 
     tokenizer = build_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code,
                                 revision=cfg.model.revision)
-    trainer = build_trainer(cfg, report, pad_token_id=tokenizer.pad_token_id or 0, callbacks=callbacks)
-    try:
-        result = trainer.fit()
-    except TrainingFailedError as e:
-        raise user_error_of(e) or e
+    with LiveProgress() as live:
+        trainer = build_trainer(cfg, report, pad_token_id=tokenizer.pad_token_id or 0, callbacks=callbacks,
+                                progress_hub=live.hub)
+        try:
+            with console.to_log():  # Ray Train's own start-up and shutdown chatter
+                result = trainer.fit()
+        except TrainingFailedError as e:
+            raise user_error_of(e) or e
     if result.error is not None:
         raise user_error_of(result.error) or result.error
-    summary = finalize(cfg, result, report)
+    with console.to_log():  # DeepSpeed's consolidation and transformers' save reports
+        summary = finalize(cfg, result, report)
     summary["seconds"] = round(time.time() - t0, 1)
     write_json(os.path.join(cfg.output_dir, "metrics.json"), summary)
     if not quiet:
-        print(format_summary(summary))
+        print(format_summary(summary, with_history=False))
     return summary
 
 
@@ -212,6 +235,7 @@ def finalize(cfg: Config, result, report: dict) -> dict:
     """Export the best checkpoint (its trained fp32 weights over the pretrained model) and collect
     history, LR trace and plots."""
     from domainft.core import plot_group_lrs, plot_learning_curves
+    from domainft.core.metrics import prediction_warnings
     from domainft.engine.consolidate import trained_fp32_state_dict
 
     metric = cfg.train.metric_for_best
@@ -230,9 +254,14 @@ def finalize(cfg: Config, result, report: dict) -> dict:
     plot_learning_curves(history, plots["learning_curves"])
     plot_group_lrs(state["lr_trace"], plots["group_lrs"], events=state["unfreeze_events"])
     groups = [{k: v for k, v in g.items() if k != "param_names"} for g in state["groups"]]
+    warnings = prediction_warnings(best["confusion"], report["label_names"])
+    if warnings:
+        warnings.append(ADVICE.format(steps=history[-1]["global_step"], batch=cfg.train.batch_size * cfg.train.grad_accum
+                                      * cfg.scaling.num_workers, head=cfg.optim.head_lr_mult))
     return {"best": best, "metric_for_best": metric, "history": history,
             "lr_trace": state["lr_trace"], "unfreeze_events": state["unfreeze_events"], "groups": groups,
             "resumed_from": state.get("resumed_from", []), "stopped_early": state.get("stopped_early"),
+            "warnings": warnings,
             "plots": plots, "label_names": report["label_names"],
             "data": {k: report[k] for k in ("train_rows", "eval_rows") if k in report},
             "checkpoint": best_ckpt.path, "config": to_dict(cfg),
@@ -268,21 +297,3 @@ def write_json(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
-
-
-def format_summary(s: dict) -> str:
-    lines = ["", "epoch  train_loss  eval_loss  accuracy  macro_f1  trainable_down_to"]
-    for h in s["history"]:
-        lines.append(f"{h['epoch']:>5}  {h['train_loss']:>10.4f}  {h['eval_loss']:>9.4f}  {h['accuracy']:>8.4f}  "
-                     f"{h['macro_f1']:>8.4f}  depth {h['lowest_trainable']}")
-    b = s["best"]
-    lines += ["", f"best epoch {b['epoch']} by {s['metric_for_best']}: accuracy {b['accuracy']:.4f}, "
-                  f"macro-F1 {b['macro_f1']:.4f}", "", "class            precision  recall      f1  support"]
-    for name, pc in b["per_class"].items():
-        lines.append(f"{name[:16]:<16} {pc['precision']:>9.4f} {pc['recall']:>7.4f} {pc['f1']:>7.4f} "
-                     f"{pc['support']:>8}")
-    lines += ["", f"model: {s['best_model_dir']}", f"plots: {', '.join(s['plots'].values())}"]
-    if s.get("adapter_dir"):
-        lines.insert(-1, f"adapter ({s['peft_method']}, {s['trainable_params']:,} of {s['total_params']:,} parameters "
-                         f"trained): {s['adapter_dir']}")
-    return "\n".join(lines)

@@ -19,14 +19,14 @@ from typing import Any, Iterable
 import ray
 import yaml
 from ray import tune
-from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from domainft.config import Config, ConfigError, dump_yaml, to_dict, validate_dict
-from domainft.config.sweep import (Concurrency, SweepConfig, cannot_fit_message, load_sweep, max_concurrent_trials,
-                                   max_epochs, sweep_to_dict, total_trials, trial_dict, trial_resources)
+from domainft.config.sweep import SweepConfig, load_sweep, max_epochs, sweep_to_dict, total_trials, trial_dict
+from domainft.distributed.capacity import Concurrency, cannot_fit_message, max_concurrent_trials, trial_resources
 from domainft.distributed.cluster import init_ray
+from domainft.distributed.ray_internals import (PG_FILE, RecordPlacementGroup, ReleaseTrainPlacementGroups,
+                                                release_placement_group)
 from domainft.distributed.trainer import build_trainer
 from domainft.errors import UserError
 from domainft.tuning_results import (BEST_CONFIG, PLOT_PNG, RESULTS_CSV, best_config, format_table,
@@ -34,7 +34,6 @@ from domainft.tuning_results import (BEST_CONFIG, PLOT_PNG, RESULTS_CSV, best_co
 
 EXPERIMENT = "sweep"
 SWEEP_RECORD = "sweep.yaml"
-PG_FILE = "placement_group"
 HISTORY_KEYS = ("epoch", "macro_f1", "accuracy", "eval_loss", "loss", "train_loss")
 # A trial's own Tune actor only waits on fit() (like Ray Train's controller, which holds no CPU):
 # it asks for memory instead of a CPU, so a trial costs exactly its workers' CPUs and a 2-CPU
@@ -110,7 +109,7 @@ def run_sweep(sweep: SweepConfig, base_cfg: Config, report: dict, verbose: int =
                            run_config=tune.RunConfig(
                                name=EXPERIMENT, storage_path=os.path.join(out, "ray"), verbose=verbose,
                                failure_config=tune.FailureConfig(max_failures=0),  # Train retries workers itself
-                               callbacks=[_ReleaseTrainPlacementGroups(os.path.join(out, "trials"))]))
+                               callbacks=[ReleaseTrainPlacementGroups(os.path.join(out, "trials"))]))
     grid = tuner.fit()
     # Trials still running when the sweep is interrupted get no on_trial_complete: release theirs too.
     trials_dir = os.path.join(out, "trials")
@@ -142,7 +141,7 @@ def to_tune_space(sweep: SweepConfig) -> dict[str, Any]:
     return space
 
 
-# PBT is refused by the sweep checks. It exploits by pausing a trial and restarting it from another
+# PBT is not offered (the sweep schema has no `pbt`). It exploits by pausing a trial and restarting it from another
 # trial's checkpoint with perturbed values; here a trial's state lives in its Ray Train run, which
 # TuneReportCallback does not hand to Tune (it relays metrics only), and a v2 TorchTrainer cannot be
 # started from a given checkpoint (`resume_from_checkpoint` raises). Enabling it needs (1) the worker
@@ -213,7 +212,7 @@ def _trial(params: dict, base: dict, report: dict, pad_token_id: int, trials_dir
     with open(os.path.join(out, "config.yaml"), "w", encoding="utf-8") as f:
         f.write(dump_yaml(cfg))
     trainer = build_trainer(cfg, report, pad_token_id,
-                            callbacks=[TuneReportCallback(), _RecordPlacementGroup(os.path.join(out, PG_FILE))],
+                            callbacks=[TuneReportCallback(), RecordPlacementGroup(os.path.join(out, PG_FILE))],
                             name=f"trial_{trial_id}", storage_path=os.path.join(out, "ray"))
     trainer.fit()
 
@@ -224,64 +223,6 @@ def _pad_token_id(cfg: Config) -> int:
     m = cfg.model
     tok = build_tokenizer(m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision)
     return tok.pad_token_id or 0
-
-
-# ---------------------------------------------------------------------------------------------------
-# Placement groups of stopped trials (Ray issue 54305)
-# ---------------------------------------------------------------------------------------------------
-# When ASHA stops a trial, Tune ends the trial's actor; Ray Train's controller dies with it, but the
-# placement group it made for the workers lives as long as the driver. Ray's own cleaner asks the
-# state API whether the controller is alive, which needs the dashboard (not installed here, and off
-# in tests): without it the group's CPUs stay reserved and later trials wait forever. So each run
-# writes its placement group id into the trial folder, and the driver removes it when Tune is done
-# with the trial.
-
-class _RecordPlacementGroup(WorkerGroupCallback):
-    """Runs in the Ray Train controller: writes the worker group's placement group id to `path`.
-
-    A Ray Train internal callback (run_config callbacks may be any RayTrainCallback); each restart
-    of the worker group overwrites the file with its new group.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def after_worker_group_start(self, worker_group) -> None:
-        pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        with open(self.path, "w") as f:
-            f.write(pg.id.hex())
-
-
-class _ReleaseTrainPlacementGroups(tune.Callback):
-    """Runs in the driver: removes a finished trial's Ray Train placement group if it is still there."""
-
-    def __init__(self, trials_dir: str):
-        self.trials_dir = trials_dir
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        release_placement_group(self.trials_dir, trial.trial_id)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        release_placement_group(self.trials_dir, trial.trial_id)
-
-
-def release_placement_group(trials_dir: str, trial_id: str) -> bool:
-    """Remove the placement group recorded for a trial's Ray Train run, if it still exists.
-
-    Only for trials Tune is done with (no trial of the sweep runs once `Tuner.fit` has returned).
-    Returns whether one was removed.
-    """
-    try:
-        with open(os.path.join(trials_dir, trial_id, PG_FILE)) as f:
-            pg = PlacementGroup(ray.PlacementGroupID.from_hex(f.read().strip()))
-    except (OSError, ValueError):
-        return False  # the run never started its workers
-    if placement_group_table(pg).get("state") in (None, "REMOVED"):
-        return False  # the run shut down cleanly
-    remove_placement_group(pg)
-    print(f"[tune] trial {trial_id}: removed the placement group its Ray Train run left behind (the run was "
-          f"ended by Tune)", flush=True)
-    return True
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ import tempfile
 from typing import Any
 
 import ray.train
-import torch
 
 from domainft.config import validate_dict
 from domainft.config.identity import identity_differences
 from domainft.core import metrics_from_confusion
 from domainft.core.loop import evaluate, train_epoch
-from domainft.distributed.recipe import CKPT_TAG, STATE_FILE, PadCollate, TrainerState, WorkerRun, build_run, say
+from domainft.distributed.recipe import CKPT_TAG, STATE_FILE, PadCollate, TrainerState, WorkerRun, build_run
+from domainft.summary import EPOCH_HEADER, epoch_row
 from domainft.errors import UserError
 
 
@@ -27,7 +27,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     # Ray Train logs every report at INFO in the worker; our own progress lines say more, once.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     run = build_run(validate_dict(loop_config["config"], source="train_loop_config", check_paths=False),
-                    loop_config["data"], loop_config.get("identity", {}), loop_config.get("failpoint"))
+                    loop_config["data"], loop_config.get("identity", {}), loop_config.get("progress"),
+                    loop_config.get("failpoint"))
     restore(run)
     for epoch in range(run.state.epoch + 1, run.cfg.train.epochs + 1):
         if run.state.stopped_early:
@@ -51,11 +52,10 @@ def restore(run: WorkerRun) -> None:
     run.state = state
     run.state.resumed_from.append({"epoch": state.epoch, "step": run.engine.global_steps})
     run.stop.set_lowest_trainable(run.lowest_trainable(run.engine.global_steps))
-    if run.rank == 0:
-        t = run.cfg.train
-        left = ("nothing left to train" if state.epoch >= t.epochs or state.stopped_early
-                else f"continuing at epoch {state.epoch + 1}")
-        say(f"[train] resumed from the checkpoint of epoch {state.epoch} (step {run.engine.global_steps}): {left}")
+    t = run.cfg.train
+    left = ("nothing left to train" if state.epoch >= t.epochs or state.stopped_early
+            else f"continuing at epoch {state.epoch + 1}")
+    run.say(f"[train] resumed from the checkpoint of epoch {state.epoch} (step {run.engine.global_steps}): {left}")
 
 
 def fit_epoch(run: WorkerRun, epoch: int) -> dict[str, float]:
@@ -67,7 +67,8 @@ def fit_epoch(run: WorkerRun, epoch: int) -> dict[str, float]:
         batch_size=t.batch_size, collate_fn=PadCollate(run.pad_id), drop_last=True,
         local_shuffle_buffer_size=max(256, 4 * t.batch_size), local_shuffle_seed=t.seed + epoch)
     stats = train_epoch(run.engine, batches, run.geo.micro_batches_per_epoch, run.device,
-                        lambda step, loss: run.on_step(step, loss, epoch))
+                        lambda step, loss: run.on_step(step, loss, epoch), loss_fn=run.loss_fn,
+                        forward_kwargs=run.forward_kwargs)
     stats["train_samples_per_s"] = run.progress.samples_per_s(run.engine.global_steps)
     return stats
 
@@ -78,7 +79,13 @@ def evaluate_epoch(run: WorkerRun, epoch: int, train_stats: dict[str, float]) ->
     run.engine.eval()
     batches = run.eval_shard.iter_torch_batches(batch_size=t.eval_batch_size or 2 * t.batch_size,
                                                 collate_fn=PadCollate(run.pad_id))
-    cm, eval_loss, rows = evaluate(run.engine, batches, len(run.label_names), run.device, run.world)
+    name = f"eval {epoch}"
+    if run.rank == 0:
+        run.reporter.bar(name, run.eval_rows, "rows")
+    cm, eval_loss, rows = evaluate(run.engine, batches, len(run.label_names), run.device, run.world,
+                                   on_batch=lambda n: run.reporter.advance(name, n))
+    if run.rank == 0:
+        run.reporter.close(name)
     m = metrics_from_confusion(cm.numpy(), run.label_names)
     record = {"epoch": epoch, "global_step": run.engine.global_steps, "train_loss": train_stats["train_loss"],
               "train_samples_per_s": train_stats["train_samples_per_s"], "eval_loss": eval_loss, "eval_rows": rows,
@@ -95,11 +102,11 @@ def evaluate_epoch(run: WorkerRun, epoch: int, train_stats: dict[str, float]) ->
         state.epochs_without_improvement += 1
     if t.early_stopping_patience and state.epochs_without_improvement >= t.early_stopping_patience:
         state.stopped_early = epoch  # saved with this epoch's checkpoint: a resubmission trains no further
-    if run.rank == 0:
-        say(f"[eval] epoch {epoch}: loss {eval_loss:.4f} accuracy {m['accuracy']:.4f} "
-            f"macro-F1 {m['macro_f1']:.4f} ({rows} rows)")
-        if state.stopped_early:
-            say(f"[train] early stop: no improvement in {state.epochs_without_improvement} epochs")
+    if epoch == 1 or not state.history[:-1]:
+        run.say(EPOCH_HEADER)
+    run.say(epoch_row(record))
+    if state.stopped_early:
+        run.say(f"[train] early stop: no improvement in {state.epochs_without_improvement} epochs")
     return record
 
 

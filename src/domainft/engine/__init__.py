@@ -1,4 +1,4 @@
 """DeepSpeed: the config (a pure dict, importable without deepspeed) and the engine builder."""
-from domainft.engine.ds_config import build_ds_config, deep_merge
+from domainft.engine.ds_config import build_ds_config
 
-__all__ = ["build_ds_config", "deep_merge"]
+__all__ = ["build_ds_config"]

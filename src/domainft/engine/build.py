@@ -9,11 +9,17 @@ from typing import Callable, Sequence
 import torch
 
 
+def ensure_accelerator_env() -> None:
+    """DeepSpeed picks its accelerator at import: say which, before anything imports it."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _avoid_hidden_compiles() -> None:
     # DeepSpeed's CPU accelerator JIT-builds an inference-only shm all-reduce op in init_distributed
     # (~60 s on 2 cores). Declaring no compatible ops skips it. A private extensions dir avoids a
     # stale lock in a shared cache blocking any build that still happens.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), f"domainft_ext_{os.getpid()}"))
+    ensure_accelerator_env()
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__ = {}

@@ -33,6 +33,9 @@ def trained_fp32_state_dict(checkpoint_dir: str, tag: str,
     if not os.path.isdir(tag_dir):
         raise FileNotFoundError(f"no DeepSpeed checkpoint tag {tag!r} in {checkpoint_dir}")
     if any(f.endswith("optim_states.pt") and "zero_pp_rank" in f for f in os.listdir(tag_dir)):
+        from domainft.engine.build import ensure_accelerator_env
+
+        ensure_accelerator_env()
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag, exclude_frozen_parameters=True)

@@ -6,15 +6,9 @@ issue 7713). We pass a torch AdamW and a per-group LambdaLR to `deepspeed.initia
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-
-def deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
+from domainft.config.load import deep_merge
 
 
 def build_ds_config(

@@ -188,3 +188,35 @@ def test_apply_backtranslation_restores_terms_and_reports_losses(medical_terms):
     lossy = apply_backtranslation(out, settings, drop_first_word)
     reasons = [d for d, aug in zip(lossy["_drop"], lossy["is_augmented"]) if aug]
     assert reasons == ["lost_placeholder", "", "lost_placeholder"]
+
+
+def test_row_uids_are_a_function_of_the_row_alone():
+    import pyarrow as pa
+
+    from domainft.data.augment.pipeline import row_uids
+
+    rows = [{"text": f"t{i % 5}", "source_id": f"s{i % 5}", "_copy": i % 3, "label": i % 2} for i in range(30)]
+    rows += rows[:4]  # the same rows again: the same uids
+    table = pa.Table.from_pylist(rows)
+    uids = row_uids(table).to_pylist()
+    assert row_uids(table).to_pylist() == uids  # a recomputed block gets the same uids
+    reversed_ = pa.Table.from_pylist(rows[::-1])
+    pieces = [u for start in range(0, len(rows), 4) for u in row_uids(reversed_.slice(start, 4)).to_pylist()]
+    assert pieces == uids[::-1]  # other order, other batch boundaries: each row keeps its uid
+    content = {}
+    for row, uid in zip(rows, uids):
+        content.setdefault(uid, set()).add(tuple(sorted(row.items())))
+    assert all(len(c) == 1 for c in content.values()) and len(content) == 30  # equal uid <=> equal row
+    assert min(uids) >= 0
+    assert row_uids(table.set_column(0, "text", pa.array(["x"] * len(rows)))).to_pylist() != uids
+
+
+def test_balancing_copies_get_no_augmented_copies(bbc_docs):
+    batch = bbc_batch(bbc_docs[:4])
+    for k, v in batch.items():  # two extra copies of the first row, as balancing makes them
+        v += [v[0], v[0]] if k != "aug_op" else ["oversample", "oversample"]
+    out = augment_batch(batch, AugmentSettings(n_aug=2))
+    first = batch["source_id"][0]
+    assert sum(1 for sid, aug in zip(out["source_id"], out["is_augmented"]) if aug and sid == first) == 2
+    assert [op for sid, op, aug in zip(out["source_id"], out["aug_op"], out["is_augmented"])
+            if sid == first and not aug] == ["", "oversample", "oversample"]  # all passed through

@@ -1,7 +1,6 @@
 """A run's identity: what resumes, what starts afresh, and the message when an explicit name does not match."""
 import json
 
-import pytest
 
 from domainft.config import apply_overrides, validate_dict
 from domainft.config.identity import identity_differences, identity_hash, run_identity

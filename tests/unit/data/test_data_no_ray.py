@@ -2,8 +2,8 @@
 import subprocess
 import sys
 
-MODULES = ["balance", "chunks", "clean", "collect", "dedupe", "labels", "plan", "readers", "report", "sources", "split",
-           "tokenize"]
+MODULES = ["balance", "chunks", "clean", "collect", "corpus", "dedupe", "delimited", "labels", "plan", "readers",
+           "report", "sources", "split", "term_file", "terms", "tokenize"]
 
 
 def test_data_modules_import_without_ray():

@@ -81,9 +81,11 @@ def test_table_shows_counts_and_classes():
 
 
 def test_fingerprint_changes_with_any_input():
-    base = dict(data={"train": "x"}, augment={}, model="m", seed=1, inputs=[["/f", 1, 2]])
+    base = dict(data={"train": "x"}, augment={}, model={"name_or_path": "m", "revision": None}, seed=1,
+                inputs=[["/f", 1, 2]])
     fp = fingerprint(**base)
     assert fp == fingerprint(**base)
-    for key, value in (("data", {"train": "y"}), ("model", "n"), ("seed", 2), ("inputs", [["/f", 1, 3]]),
+    for key, value in (("data", {"train": "y"}), ("model", {"name_or_path": "n", "revision": None}),
+                       ("model", {"name_or_path": "m", "revision": "v2"}), ("seed", 2), ("inputs", [["/f", 1, 3]]),
                        ("augment", {"enabled": True})):
         assert fingerprint(**{**base, key: value}) != fp

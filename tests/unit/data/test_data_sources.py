@@ -1,9 +1,10 @@
 """Resolving inputs: file, folder, glob, URI, folder-per-label; display names; chunk plans; freshness inputs."""
+import gzip
 import os
 
 import pytest
 
-from domainft.data.chunks import plan_chunks, set_line_offsets
+from domainft.data.chunks import align_chunks, plan_chunks, scan_chunk
 from domainft.data.sources import collect_sources, input_signature, resolve_files
 from domainft.errors import UserError
 
@@ -88,14 +89,20 @@ def test_input_signature_follows_size_and_mtime(tree):
     assert input_signature("s3://bucket/data/*.jsonl", "auto") == ["s3://bucket/data/*.jsonl"]
 
 
-def test_plan_chunks_cuts_big_jsonl_only(tmp_path):
+def test_plan_chunks_cuts_big_text_files_and_aligns_them_to_record_starts(tmp_path):
     (tmp_path / "big.jsonl").write_text("x\n" * 50, encoding="utf-8")
-    (tmp_path / "big.csv").write_text("x\n" * 50, encoding="utf-8")
+    (tmp_path / "big.csv").write_text("text\n" + '"a\nb"\n' * 20, encoding="utf-8")  # records span two lines
+    (tmp_path / "big.tsv.gz").write_bytes(gzip.compress(b"text\n" + b"x\n" * 50))
     files = collect_sources(str(tmp_path), None, "auto")
     chunks = plan_chunks(files, 30, True)
     assert [(c["name"], c["start"], c["end"]) for c in chunks] == [
-        ("big.csv", 0, -1), ("big.jsonl", 0, 30), ("big.jsonl", 30, 60), ("big.jsonl", 60, 90),
-        ("big.jsonl", 90, 100)]
-    assert len(plan_chunks(files, 30, False)) == 2  # not ASCII-compatible: never cut
-    offsets = set_line_offsets(chunks, [None, 15, 15, 15, 5])
-    assert [c["line0"] for c in offsets] == [0, 0, 15, 30, 45]
+        ("big.csv", 0, 30), ("big.csv", 30, 60), ("big.csv", 60, 90), ("big.csv", 90, 120), ("big.csv", 120, 125),
+        ("big.jsonl", 0, 30), ("big.jsonl", 30, 60), ("big.jsonl", 60, 90), ("big.jsonl", 90, 100),
+        ("big.tsv.gz", 0, -1)]  # compressed: streamed whole
+    assert len(plan_chunks(files, 30, False)) == 3  # not ASCII-compatible: never cut
+    aligned = align_chunks(chunks, [scan_chunk(c) if c["end"] >= 0 else None for c in chunks])
+    assert [(c["name"], c["start"], c["end"], c["line0"]) for c in aligned] == [
+        ("big.csv", 0, 35, 0), ("big.csv", 35, 65, 11), ("big.csv", 65, 95, 21), ("big.csv", 95, 125, 31),
+        ("big.jsonl", 0, 30, 0), ("big.jsonl", 30, 60, 15), ("big.jsonl", 60, 90, 30), ("big.jsonl", 90, 100, 45),
+        ("big.tsv.gz", 0, -1, 0)]
+    assert [c["quoting"] for c in aligned] == ["csv"] * 4 + [""] * 4 + ["auto"]

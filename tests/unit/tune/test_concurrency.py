@@ -2,7 +2,7 @@
 import pytest
 
 from domainft.config import validate_dict
-from domainft.config.sweep import DATA_RESERVE_CPUS, cannot_fit_message, max_concurrent_trials, trial_resources
+from domainft.distributed.capacity import DATA_RESERVE_CPUS, cannot_fit_message, max_concurrent_trials, trial_resources
 
 
 def _cfg(**scaling):

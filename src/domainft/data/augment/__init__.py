@@ -8,12 +8,12 @@
 - pipeline: AugmentSettings and the per-batch, per-row deterministic augmentation
 """
 from domainft.data.augment.pipeline import (DROP_REASONS, AugmentSettings, apply_backtranslation, augment_batch,
-                                            augment_text, plan_copies, row_rng, text_hash)
+                                            augment_text, plan_copies, row_rng)
 from domainft.data.augment.protect import ProtectedMatcher, build_matcher, mask, read_terms, unmask
 from domainft.data.augment.tokens import Token, detect_language, detokenize, tokenize
 
 __all__ = [
     "DROP_REASONS", "AugmentSettings", "ProtectedMatcher", "Token", "apply_backtranslation", "augment_batch",
     "augment_text", "build_matcher", "detect_language", "detokenize", "mask", "plan_copies", "read_terms",
-    "row_rng", "text_hash", "tokenize", "unmask",
+    "row_rng", "tokenize", "unmask",
 ]

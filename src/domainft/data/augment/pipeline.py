@@ -9,7 +9,8 @@ family of operations:
 - "backtranslate": with probability `ops.backtranslate`; the copy is marked pending and a later
   stage (`apply_backtranslation`) translates it, so that the translator can be a GPU actor.
 Families alternate over the copies of a row (from a per-row random offset), so n_aug=2 gives one
-of each. Candidates that equal the original or changed a protected term are kept in the batch
+of each. Only originals get copies: the extra copies balancing adds (aug_op "oversample") would give
+the same copies again, which de-duplication would drop. Candidates that equal the original or changed a protected term are kept in the batch
 with a drop reason (`_drop`) so that the driver can count them; `distributed.augment` removes them.
 """
 from __future__ import annotations
@@ -19,10 +20,14 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+import pyarrow as pa
+
 from domainft.data.augment.backtranslate import backtranslate_texts, protected_drift
 from domainft.data.augment.eda import random_delete, random_insert, random_swap, synonym_replace
 from domainft.data.augment.protect import ProtectedMatcher, build_matcher
+from domainft.data.clean import text_hash
 from domainft.data.augment.tokens import detect_language, detokenize, tokenize
+from domainft.data.plan import OVERSAMPLE_OP
 
 TEXT, SOURCE_ID, AUG_OP, IS_AUGMENTED = "text", "source_id", "aug_op", "is_augmented"
 # Internal columns, removed before the dataset leaves domainft.distributed.augment.
@@ -88,10 +93,22 @@ def row_rng(seed: int, source_id: str, copy: int, text: str) -> random.Random:
     return random.Random(int.from_bytes(h.digest(), "big"))
 
 
-def text_hash(text: str) -> int:
-    """A signed 64-bit hash of the exact text (for de-duplication on the driver)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                          "big", signed=True)
+def row_uids(table: pa.Table) -> pa.Array:
+    """A non-negative 63-bit id per row: a hash of the row's values in every column, in name order.
+
+    A function of the row alone (never of its batch, block or position), so a recomputed block gets
+    the same ids, and two rows get the same id only when they are equal in every column (then
+    which of them is kept does not matter).
+    """
+    names = sorted(table.column_names)
+    columns = [table.column(n).to_pylist() for n in names]
+    out = []
+    for values in zip(*columns):
+        h = hashlib.blake2b(digest_size=8)
+        for name, v in zip(names, values):
+            h.update(f"{name}\x1e{type(v).__name__}\x1e{v!r}\x1f".encode("utf-8", "surrogatepass"))
+        out.append(int.from_bytes(h.digest(), "big") >> 1)
+    return pa.array(out, type=pa.int64())
 
 
 def row_language(text: str, setting: str) -> str:
@@ -186,7 +203,8 @@ def augment_batch(batch: dict[str, list], settings: AugmentSettings) -> dict[str
 
     Input columns: `text` (required), optional `source_id`, `aug_op`, `is_augmented`; any other
     column (label, ...) is copied unchanged to the row's copies. Rows already augmented pass
-    through without copies. Output adds `_copy` (-1 for originals), `_drop` (drop reason),
+    through without copies, and so do balancing's extra copies (aug_op "oversample"): their copies
+    would equal the original's. Output adds `_copy` (-1 for originals), `_drop` (drop reason),
     `_bt` (back-translation pending) and `_lang`.
     """
     texts = batch[TEXT]
@@ -214,7 +232,7 @@ def augment_batch(batch: dict[str, list], settings: AugmentSettings) -> dict[str
         sid = str(source_ids[i]) if source_ids[i] is not None else f"h{text_hash(text) & 0xFFFFFFFFFFFF:012x}"
         lang = row_language(text, settings.language)
         emit(i, texts[i], sid, aug_ops[i] or "", bool(is_aug[i]), -1, "", False, lang)  # the original, as given
-        if is_aug[i] or not text.strip():
+        if is_aug[i] or aug_ops[i] == OVERSAMPLE_OP or not text.strip():
             continue
         row_cache: dict = {}
         for k, family in enumerate(plan_copies(settings, sid, text, lang)):
