@@ -44,6 +44,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_validate(a) -> int:
     cfg = _load(a, logs=False)
+    if cfg.peft.method != "none":  # target modules, virtual tokens: the model's modules (meta device, imports torch)
+        from domainft.planning import check_model
+
+        check_model(cfg)
     print(dump_yaml(cfg), end="")
     print("# valid", file=sys.stderr)
     return 0

@@ -26,7 +26,11 @@ def format_summary(s: dict, with_history: bool = True) -> str:
                      f"{pc['support']:>8}")
     for w in s.get("warnings", []):
         lines += ["", f"!!! WARNING {w}"]
-    lines += ["", f"model: {s['best_model_dir']}", f"plots: {', '.join(s['plots'].values())}"]
+    lines += ["", f"model: {s['best_model_dir']}"]
+    if s.get("adapter_dir"):
+        lines.append(f"adapter ({s['peft_method']}, {s['trainable_params']:,} of {s['total_params']:,} parameters "
+                     f"trained): {s['adapter_dir']}")
+    lines.append(f"plots: {', '.join(s['plots'].values())}")
     return "\n".join(lines)
 
 

@@ -38,19 +38,23 @@ def ray_cluster(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, minilm_path):
-    """A 4-layer BERT (random weights, saved as safetensors) with the real MiniLM tokenizer."""
+def save_tiny_bert(d, minilm_path, hidden_size=32):
+    """A 4-layer BERT (random weights, saved as safetensors) with the real MiniLM tokenizer, in `d`."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    d = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, num_labels=3)
+    cfg = BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=4, num_attention_heads=2,
+                     intermediate_size=2 * hidden_size, max_position_embeddings=128, num_labels=3)
     BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_path):
+    """A 4-layer BERT at hidden size 32 (see save_tiny_bert)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_path)
 
 
 @pytest.fixture(scope="session")

@@ -7,40 +7,10 @@ import os
 import pytest
 import torch
 
-from dist_harness import run_world
+from dist_harness import LABELS, batch_for_test, build_engine_for_test, run_world, train_and_checkpoint
 
-LABELS = ["a", "b", "c"]
 THAW, AFTER = 4, 5  # depth 2 thaws after step 4; then 5 updates are compared with a fresh AdamW
 MATRIX = [(s, p) for s in range(4) for p in ("fp32", "bf16")]
-
-
-def _batch(rank: int, step: int, n: int = 4):
-    g = torch.Generator().manual_seed(1000 * rank + step)
-    ids = torch.randint(1000, 1100, (n, 12), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids[:, 0] % 3}
-
-
-def _engine(model_dir, schedule, stage, precision, world, total_steps, max_grad_norm=0.0, offload=(False, False)):
-    from domainft.core import (GradientStop, build_layer_map, build_model, build_param_groups, freeze_never_trained,
-                               group_lr_lambdas, lowest_trainable_depth)
-    from domainft.engine.build import build_engine
-    from domainft.engine.ds_config import build_ds_config
-    from domainft.engine.zero import fresh_start
-
-    torch.manual_seed(0)
-    model = build_model(str(model_dir), LABELS)
-    lmap = build_layer_map(model)
-    freeze_never_trained(model, lmap, schedule)
-    groups = build_param_groups(model, lmap, lr=1e-3, layer_decay=0.9, weight_decay=0.01)
-    lambdas = group_lr_lambdas([schedule[g["depth"]] for g in groups], total_steps, 0, "constant", 0.0, 0)
-    stop = GradientStop(model, lmap)
-    stop.set_lowest_trainable(lowest_trainable_depth(schedule, 0))
-    ds = build_ds_config(stage, precision, 4, 1, world, max_grad_norm, offload_optimizer=offload[0],
-                         offload_params=offload[1])
-    engine = build_engine(model, groups, lambdas, ds)
-    fresh_start(engine)
-    return engine, groups, stop
-
 
 def _full_grad(engine, name):
     from deepspeed.utils import safe_get_full_grad
@@ -56,9 +26,9 @@ def _thaw_ranks(rank, world, model_dir, out):
     schedule = {0: 0, 1: 0, 2: THAW, 3: None, 4: None, 5: None}
     results = {}
     for stage, precision in MATRIX:
-        engine, groups, stop = _engine(model_dir, schedule, stage, precision, world, THAW + AFTER)
+        engine, groups, stop = build_engine_for_test(model_dir, schedule, stage, precision, world, THAW + AFTER)
         for step in range(THAW):
-            engine.backward(engine(**_batch(rank, step)).loss)
+            engine.backward(engine(**batch_for_test(rank, step)).loss)
             engine.step()
             apply_thaws(engine, stop, schedule, groups, engine.global_steps)
         mine = [i for i, g in enumerate(groups) if g["depth"] == 2]
@@ -69,7 +39,7 @@ def _thaw_ranks(rank, world, model_dir, out):
                                     "weight_decay": groups[i]["weight_decay"]} for i in mine], lr=1.0)
         worst, moved = 0.0, 0.0
         for step in range(THAW, THAW + AFTER):
-            engine.backward(engine(**_batch(rank, step)).loss)
+            engine.backward(engine(**batch_for_test(rank, step)).loss)
             grads = {n: _full_grad(engine, n) for n in names}
             lrs = engine.lr_scheduler.get_last_lr()
             engine.step()
@@ -111,23 +81,16 @@ def _export_ranks(rank, world, model_dir, out_root, combos):
 
     from domainft.core.export import export_hf
     from domainft.engine.consolidate import trained_fp32_state_dict
-    from domainft.engine.zero import full_fp32_params
 
     pretrained = load_file(os.path.join(model_dir, "model.safetensors"))
     report = {}
     for stage, precision, frozen, offload in combos:
         # frozen: the embeddings and the two bottom layers never train (no optimizer state at all)
         schedule = {d: (None if frozen and d >= 3 else 0) for d in range(6)}
-        engine, groups, _ = _engine(model_dir, schedule, stage, precision, world, 2, 1.0, offload)
-        for step in range(2):
-            engine.backward(engine(**_batch(rank, step)).loss)
-            engine.step()
-        trained = [n for g in groups for n in g["param_names"]]
-        ref = full_fp32_params(engine, trained)
+        engine, groups, _ = build_engine_for_test(model_dir, schedule, stage, precision, world, 2, 1.0, offload)
         name = f"z{stage}-{precision}-{'frozen' if frozen else 'all'}-{'off' if any(offload) else 'on'}-w{world}"
         ckpt = os.path.join(out_root, name)
-        engine.save_checkpoint(ckpt, tag="ds")
-        dist.barrier()
+        trained, ref = train_and_checkpoint(engine, groups, rank, ckpt)
         if rank == 0:
             best = export_hf(trained_fp32_state_dict(ckpt, "ds", [g["param_names"] for g in groups]), str(model_dir), LABELS, str(model_dir),
                              os.path.join(ckpt, "best"), required=trained)
@@ -175,7 +138,7 @@ def _eval_ranks(rank, world, model_dir, out):
     from domainft.core.batching import pad_batch
     from domainft.core.loop import evaluate
 
-    engine, _, _ = _engine(model_dir, {d: 0 for d in range(6)}, 3, "fp32", world, 1)  # ZeRO-3: collective forwards
+    engine, _, _ = build_engine_for_test(model_dir, {d: 0 for d in range(6)}, 3, "fp32", world, 1)  # ZeRO-3: collective forwards
     engine.eval()
     forwards = {"n": 0}
     engine.module.register_forward_hook(lambda *a: forwards.__setitem__("n", forwards["n"] + 1))

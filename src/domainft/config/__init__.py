@@ -6,10 +6,10 @@ from domainft.config.checks import gradual
 from domainft.config.load import (ConfigError, apply_overrides, dump_yaml, load_config, looks_local,
                                   to_dict, validate_dict)
 from domainft.config.schema import (AugmentConfig, Config, DataConfig, DeepSpeedConfig, ModelConfig,
-                                    OptimConfig, RunConfig, ScalingConfig, TrainConfig, UnfreezeConfig)
+                                    OptimConfig, PeftConfig, RunConfig, ScalingConfig, TrainConfig, UnfreezeConfig)
 
 __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "ModelConfig", "OptimConfig",
-    "RunConfig", "ScalingConfig", "TrainConfig", "UnfreezeConfig", "apply_overrides", "dump_yaml", "gradual",
+    "PeftConfig", "RunConfig", "ScalingConfig", "TrainConfig", "UnfreezeConfig", "apply_overrides", "dump_yaml", "gradual",
     "load_config", "looks_local", "to_dict", "validate_dict",
 ]

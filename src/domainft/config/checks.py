@@ -76,7 +76,45 @@ def cross_field_problems(cfg: Config) -> list[str]:
             p.append("augment.backtranslation: backend marian needs both `forward` and `backward` models")
     if cfg.augment.ab and not cfg.augment.enabled:
         p.append("augment.ab: needs augment.enabled: true")
-    return p + distill_problems(cfg)
+    return p + peft_problems(cfg) + distill_problems(cfg)
+
+
+# peft keys and the methods that read them
+_PEFT_KEYS = {"r": ("lora",), "alpha": ("lora",), "dropout": ("lora",), "target_modules": ("lora",),
+              "num_virtual_tokens": ("prompt_tuning", "prefix_tuning"), "trainable": ("selective",),
+              "export": ("lora", "prompt_tuning", "prefix_tuning")}
+
+
+def peft_problems(cfg: Config) -> list[str]:
+    """The peft section, optim.eight_bit and model.load_in_8bit against each other and the cluster.
+    (What needs the model, e.g. which target modules exist, is checked by planning.model_problems.)"""
+    p: list[str] = []
+    pf, ds = cfg.peft, cfg.deepspeed
+    defaults = type(pf)()
+    for key, methods in _PEFT_KEYS.items():
+        # "differs from its default", not "was set": a config that went through to_dict has every key set
+        if getattr(pf, key) != getattr(defaults, key) and pf.method not in methods:
+            what = "full fine-tuning" if pf.method == "none" else pf.method
+            p.append(f"peft.{key}: only used with peft.method {' or '.join(methods)}, but peft.method is "
+                     f"{pf.method} ({what})")
+    if pf.export == "merged" and pf.method in ("prompt_tuning", "prefix_tuning"):
+        p.append(f"peft.export: merged is impossible for {pf.method}: its virtual tokens are inputs, not weights, so "
+                 f"they cannot be merged into the model; use peft.export: adapter (or auto)")
+    if pf.method == "selective":
+        if not pf.trainable:
+            p.append("peft.trainable: name at least one of ffn, attention, bias, norm")
+        elif len(set(pf.trainable)) != len(pf.trainable):
+            p.append("peft.trainable: duplicate kinds")
+    if pf.target_modules is not None and (not pf.target_modules or any(not t.strip() for t in pf.target_modules)):
+        p.append("peft.target_modules: give module names (e.g. [query, value]), or leave it unset for the default")
+    if cfg.model.load_in_8bit:
+        if pf.method != "lora":
+            p.append(f"model.load_in_8bit: the int8 base weights are frozen, so an adapter must train: needs "
+                     f"peft.method: lora (it is {pf.method})")
+        if ds.zero_stage == 3:
+            p.append("model.load_in_8bit: ZeRO-3 does not partition LLM.int8 weights (bitsandbytes keeps a whole "
+                     "int8 copy on every rank, so nothing is saved); use deepspeed.zero_stage 0-2")
+    return p
 
 
 def _teacher_config(path: str) -> dict:

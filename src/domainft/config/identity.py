@@ -14,7 +14,7 @@ from domainft.config.schema import Config
 
 # Keys that change neither the weights a run produces nor its checkpoints (a prefix covers its subtree).
 COSMETIC = ("output_dir", "run.", "train.log_every_steps", "train.eval_batch_size", "train.early_stopping_patience",
-            "augment.ab", "scaling.cpus_per_worker")
+            "augment.ab", "scaling.cpus_per_worker", "peft.export")
 DATA_KEY = "data.prepared_fingerprint"
 
 

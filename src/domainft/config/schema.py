@@ -44,6 +44,10 @@ class ModelConfig(Strict):
     name_or_path: str = Field(description="Local Hugging Face directory or hub name.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint. Off: a security risk.")
     revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) to pin.")
+    load_in_8bit: bool = Field(
+        False, description="Load the frozen base weights as int8 (LLM.int8, bitsandbytes) under LoRA (peft.method: lora), "
+                    "at deepspeed.zero_stage 0-2. Runs on CPU too (slower than fp32 there). The export merges the "
+                    "adapter into the full-precision base.")
 
 
 class OptimConfig(Strict):
@@ -64,6 +68,9 @@ class OptimConfig(Strict):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Floor of the decay as a fraction of the peak.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     eps: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
+    eight_bit: bool = Field(
+        False, description="bitsandbytes AdamW8bit: block-wise 8-bit Adam moments (about 1/4 of the optimizer state; tensors "
+                    "under 4096 elements keep 32-bit moments).")
 
 
 class UnfreezeConfig(Strict):
@@ -77,6 +84,27 @@ class UnfreezeConfig(Strict):
     train_top_fraction: Optional[float] = Field(
         None, gt=0.0, le=1.0, description="Train only the top layers holding at least this fraction of parameters; the rest stay frozen "
                     "(no optimizer state). Excludes every_epochs/every_steps/initial_layers.")
+
+
+class PeftConfig(Strict):
+    method: Literal["none", "lora", "prompt_tuning", "prefix_tuning", "selective"] = Field(
+        "none", description="Parameter-efficient regime: `none` (full fine-tuning), `lora`, `prompt_tuning`, `prefix_tuning` "
+                    "(the `peft` library) or `selective` (only the `trainable` kinds of parameters). The classifier head "
+                    "always trains.")
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0.0, description="LoRA alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: Optional[list[str]] = Field(
+        None, description="LoRA target modules (names or dotted name endings, e.g. query, value); default per architecture: "
+                    "attention query and value.")
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens of prompt / prefix tuning.")
+    trainable: list[Literal["ffn", "attention", "bias", "norm"]] = Field(
+        default_factory=lambda: ["ffn"], description="Selective: the kinds that train inside each trainable layer (`bias` = every "
+                                                  "bias, BitFit).")
+    export: Literal["auto", "merged", "adapter"] = Field(
+        "auto", description="`best/` of a LoRA run: `merged` (a plain Hugging Face model; `auto` for LoRA) or `adapter` (the PEFT "
+                    "directory). Prompt / prefix tuning cannot be merged (`auto` = adapter). `best_adapter/` always holds "
+                    "the adapter.")
 
 
 class TrainConfig(Strict):
@@ -171,4 +199,5 @@ class Config(Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    peft: PeftConfig = Field(default_factory=PeftConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)

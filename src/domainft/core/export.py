@@ -1,7 +1,9 @@
-"""Export trained fp32 weights (consolidated from a ZeRO checkpoint) over the pretrained model as a Hugging Face directory."""
+"""Export trained fp32 weights (consolidated from a ZeRO checkpoint) over the pretrained model as a
+Hugging Face directory, or, for a PEFT regime, as an adapter in PEFT's format plus the merged model."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -47,23 +49,34 @@ def export_hf(trained: Mapping[str, torch.Tensor], name_or_path: str, label_name
         ValueError: `trained` lacks a required parameter, names one the model does not have, or
             has a shape the model's parameter does not.
     """
-    out_dir = Path(out_dir)
     # fp32: the checkpoint's dtype ("auto") may be bf16, which would round the trained fp32 masters.
     model = build_model(name_or_path, label_names, trust_remote_code=trust_remote_code, revision=revision,
                         torch_dtype=torch.float32)
-    trained = _strip_prefix(trained)
+    _overlay(model, _strip_prefix(trained), required, name_or_path)
+    return _save_hf(model, out_dir, label_names, tokenizer_source, trust_remote_code, revision)
+
+
+def _overlay(model: torch.nn.Module, trained: Mapping[str, torch.Tensor], required: Optional[Iterable[str]],
+             name_or_path: str, rename: Optional[Mapping[str, str]] = None) -> None:
+    """Copy `trained` into the model's parameters (named as in `rename`, else as in `trained`)."""
+    rename = rename or {}
     params = dict(model.named_parameters())
+    target = {n: rename.get(n, n) for n in trained}
     missing = sorted(set(required or ()) - set(trained))
-    unknown = sorted(set(trained) - set(params))
-    shapes = sorted(n for n in set(trained) & set(params) if tuple(trained[n].shape) != tuple(params[n].shape))
+    unknown = sorted(n for n, t in target.items() if t not in params)
+    shapes = sorted(n for n, t in target.items() if t in params and tuple(trained[n].shape) != tuple(params[t].shape))
     if missing or unknown or shapes:
         raise ValueError(f"trained weights do not match {name_or_path}: missing parameters {missing[:20]}, "
                          f"unknown parameters {unknown[:20]}, wrong shapes {shapes[:20]}")
     with torch.no_grad():
         for name, value in trained.items():
-            params[name].copy_(value)
-    model.eval()
+            params[target[name]].copy_(value)
 
+
+def _save_hf(model: torch.nn.Module, out_dir: Union[str, Path], label_names: Sequence[str], tokenizer_source: str,
+             trust_remote_code: bool, revision: Optional[str]) -> Path:
+    out_dir = Path(out_dir)
+    model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)  # transformers 5 always writes safetensors (no pickle)
     build_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code, revision=revision).save_pretrained(out_dir)
@@ -77,3 +90,80 @@ def export_hf(trained: Mapping[str, torch.Tensor], name_or_path: str, label_name
     config["label2id"] = label2id
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
+
+
+_ADAPTER_README = """# {method} adapter trained by domainft
+
+Base model: `{base}`; classes (in id order): {labels}.
+The classifier head is stored with the adapter (PEFT `modules_to_save`).
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+labels = {labels}
+base = AutoModelForSequenceClassification.from_pretrained(
+    "{base}", num_labels=len(labels), id2label=dict(enumerate(labels)),
+    label2id={{name: i for i, name in enumerate(labels)}})
+model = PeftModel.from_pretrained(base, "<this folder>").eval()
+tokenizer = AutoTokenizer.from_pretrained("<this folder>")
+```
+{extra}"""
+_NOT_MERGED = """
+{method} adds virtual tokens in front of every input rather than changing weights, so it cannot be
+merged into a plain Hugging Face model: this folder (the adapter) is the trained model.
+"""
+
+
+def export_peft(trained: Mapping[str, torch.Tensor], name_or_path: str, label_names: Sequence[str], spec,
+                tokenizer_source: str, out_dir: Union[str, Path], adapter_dir: Union[str, Path],
+                trust_remote_code: bool = False, revision: Optional[str] = None,
+                required: Optional[Iterable[str]] = None, merge: Optional[bool] = None) -> dict:
+    """Write a PEFT run's result from its trained fp32 weights, on CPU (no ZeRO gather at all).
+
+    The pretrained model is wrapped with the same adapter (core.peft.apply_peft, built for export:
+    the head in `modules_to_save`), the trained adapter and head weights are copied in,
+    and then:
+    - `adapter_dir`: the adapter in PEFT's format (`PeftModel.from_pretrained(base, adapter_dir)`
+      loads it), the tokenizer and a README.md that shows how;
+    - `out_dir`: merged (LoRA): `merge_and_unload()`, a plain Hugging Face directory that loads
+      without peft. Not merged (always for prompt / prefix tuning): a copy of the adapter directory.
+
+    Args:
+        trained: Trained parameters by their names in the training model (core.peft.apply_peft).
+        spec: The core.peft.PeftSpec the run trained with.
+        merge: Whether out_dir is the merged model; default: when the regime can be merged.
+        Others: as in `export_hf`.
+
+    Returns:
+        {"best": out_dir, "adapter": adapter_dir, "merged": whether out_dir is a merged plain model}.
+
+    Raises:
+        ValueError: merge=True for a regime that cannot be merged (config validation prevents it).
+    """
+    merge = spec.mergeable if merge is None else merge
+    if merge and not spec.mergeable:
+        raise ValueError(f"{spec.method} adds virtual tokens, which cannot be merged into the weights")
+    from domainft.core.peft import apply_peft
+
+    model = apply_peft(build_model(name_or_path, label_names, trust_remote_code=trust_remote_code, revision=revision,
+                                   torch_dtype=torch.float32), spec, modules_to_save=True)
+    # The head trained as itself; in the exported adapter it is PEFT's trainable copy of itself.
+    saved = ".modules_to_save.default."
+    rename = {n.replace(saved, "."): n for n, _ in model.named_parameters() if saved in n}
+    _overlay(model, _strip_prefix(trained), required, name_or_path, rename)
+    model.eval()
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    model.save_pretrained(adapter_dir)  # safetensors
+    build_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code, revision=revision).save_pretrained(adapter_dir)
+    method = spec.method.replace("_", " ")
+    extra = "" if spec.mergeable else _NOT_MERGED.format(method=method.capitalize())
+    (adapter_dir / "README.md").write_text(_ADAPTER_README.format(
+        method=method.capitalize(), base=name_or_path, labels=list(label_names), extra=extra), encoding="utf-8")
+    if merge:
+        _save_hf(model.merge_and_unload(), out_dir, label_names, tokenizer_source, trust_remote_code, revision)
+    else:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.copytree(adapter_dir, out_dir)
+    return {"best": str(out_dir), "adapter": str(adapter_dir), "merged": merge}

@@ -4,9 +4,17 @@ Depth 0 is the head (classifier, pooler, pre_classifier: everything outside the 
 embeddings and encoder layers), depth 1 the top encoder layer, ..., depth L the bottom encoder
 layer, depth L+1 the embeddings. Layer-wise LR, unfreezing, `plan` and the plots all read this
 map; nothing else in the package looks at parameter names.
+
+The map also gives every parameter a *kind* (attention, ffn, norm, embedding, head, ...), which
+selective tuning (core/peft.py) selects by, and it understands PEFT wrappers: an adapter parameter
+(LoRA's `query.lora_A.default.weight`, the wrapped `query.base_layer.weight`) gets the depth and
+kind of the module it adapts, and virtual-token parameters (prompt / prefix tuning's
+`prompt_encoder.*`) sit at the embeddings depth, where the soft prompt enters the model (a prefix
+feeds every layer, so like DeBERTa's shared relative embeddings it belongs to no single layer).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,9 +36,18 @@ class _FamilySpec:
     bottom_layer_extras: tuple[str, ...] = ()  # modules outside the layer list applied right after layer 0
     base_head_modules: tuple[str, ...] = ()  # modules inside the base model that are head (depth 0)
     layer_input_kwargs: tuple[str, ...] = ()  # keyword inputs of every encoder layer made from embedding-depth params
+    # (regex on the name inside an encoder layer, kind), first match wins; norms are also found by name
+    layer_kinds: tuple[tuple[str, str], ...] = ()
+    lora_targets: tuple[str, ...] = ()  # LoRA's default target modules: attention query and value
+    prefix_tuning: bool = True  # the attention takes past key values (PEFT prefix tuning works)
 
 
-_BERT_LIKE = dict(layers="encoder.layer", base_head_modules=("pooler",))
+# BERT's layer: attention.self.{query,key,value}, attention.output.{dense,LayerNorm}, intermediate.dense,
+# output.{dense,LayerNorm} (RoBERTa, XLM-R, ELECTRA and DeBERTa-v2 keep the same layout).
+_BERT_KINDS = ((r"attention\.output\.LayerNorm\.", "norm"), (r"attention\.", "attention"),
+               (r"intermediate\.", "ffn"), (r"output\.LayerNorm\.", "norm"), (r"output\.", "ffn"))
+_BERT_LIKE = dict(layers="encoder.layer", base_head_modules=("pooler",), layer_kinds=_BERT_KINDS,
+                  lora_targets=("query", "value"))
 
 _FAMILIES: dict[str, _FamilySpec] = {
     "bert": _FamilySpec(base_model_prefix="bert", **_BERT_LIKE),
@@ -39,22 +56,33 @@ _FAMILIES: dict[str, _FamilySpec] = {
     # ELECTRA projects small embeddings up to the hidden size in a module next to `embeddings`;
     # it only ever sees embedding outputs, so it is part of the embeddings depth.
     "electra": _FamilySpec(base_model_prefix="electra", layers="encoder.layer",
-                           embedding_extras=("embeddings_project",), embedding_outputs=("embeddings_project",)),
-    "distilbert": _FamilySpec(base_model_prefix="distilbert", layers="transformer.layer"),
+                           embedding_extras=("embeddings_project",), embedding_outputs=("embeddings_project",),
+                           layer_kinds=_BERT_KINDS, lora_targets=("query", "value")),
+    # DistilBERT's attention ignores past key values: PEFT prefix tuning would train nothing.
+    "distilbert": _FamilySpec(base_model_prefix="distilbert", layers="transformer.layer",
+                              layer_kinds=((r"attention\.", "attention"), (r"(sa|output)_layer_norm\.", "norm"),
+                                           (r"ffn\.", "ffn")),
+                              lora_targets=("q_lin", "v_lin"), prefix_tuning=False),
     # DeBERTa-v2/v3: the relative-position embeddings (and the encoder-level LayerNorm, which only
     # normalises them) are shared by every layer, so they belong to no single layer; like the
     # absolute position embeddings of BERT they are input representation, so they sit at the
     # embeddings depth: lowest LR under LLRD and thawed last. Because every layer reads them, the
     # gradient stop must also cut the `rel_embeddings` keyword input of each layer.
     # The optional `conv` (deberta-v2-xlarge) mixes layer 0's output with the embeddings right after
-    # layer 0, so it is part of the bottom layer's block.
+    # layer 0, so it is part of the bottom layer's block. Its disentangled attention cannot take
+    # past key values of another length than the input (PEFT prefix tuning fails).
     "deberta-v2": _FamilySpec(base_model_prefix="deberta", layers="encoder.layer",
                               embedding_extras=("encoder.rel_embeddings", "encoder.LayerNorm"),
                               bottom_layer_extras=("encoder.conv",),
-                              layer_input_kwargs=("rel_embeddings",)),
+                              layer_input_kwargs=("rel_embeddings",), layer_kinds=_BERT_KINDS,
+                              lora_targets=("query_proj", "value_proj"), prefix_tuning=False),
 }
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
+
+# Kinds of parameters. Selective tuning picks among SELECTABLE_KINDS (plus "bias": every bias, BitFit).
+SELECTABLE_KINDS = ("attention", "ffn", "norm")
+HEAD, EMBEDDING, PROMPT, OTHER = "head", "embedding", "prompt", "other"
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,12 @@ class LayerMap:
             cuts the depth out of the backward pass.
         layer_input_kwargs: Keyword inputs that every encoder layer receives and that are computed
             from parameters at the given depth (DeBERTa: {"rel_embeddings": L+1}).
+        kind: Every named parameter -> "head", "embedding", "attention", "ffn", "norm", "prompt"
+            (virtual tokens) or "other" (e.g. DeBERTa's conv).
+        model_path: Where the Hugging Face model sits in a PEFT wrapper ("base_model.model"), "" if
+            the map was built for the model itself.
+        lora_targets: The family's default LoRA target modules (attention query and value).
+        prefix_tuning: Whether PEFT prefix tuning works for this family.
     """
 
     family: str
@@ -81,6 +115,10 @@ class LayerMap:
     block_module_names: dict[int, str]
     boundary_module_names: dict[int, tuple[str, ...]] = field(default_factory=dict)
     layer_input_kwargs: dict[str, int] = field(default_factory=dict)
+    kind: dict[str, str] = field(default_factory=dict)
+    model_path: str = ""
+    lora_targets: tuple[str, ...] = ()
+    prefix_tuning: bool = True
 
     @property
     def num_depths(self) -> int:
@@ -121,6 +159,23 @@ class LayerMap:
         if depth == self.embeddings_depth:
             return "embeddings"
         return f"layer_{self.num_layers - depth}"
+
+    def head_module_names(self) -> list[str]:
+        """The modules holding the head's parameters (e.g. `bert.pooler.dense`, `classifier`), in model order."""
+        out: list[str] = []
+        for name in self.params_at(0):
+            module = name.rsplit(".", 1)[0]
+            if module not in out:
+                out.append(module)
+        return out
+
+    def trainable_counts(self, model: nn.Module) -> dict[int, int]:
+        """Like `param_counts`, counting only parameters with requires_grad (adapters, a selection)."""
+        counts = {d: 0 for d in range(self.num_depths)}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                counts[self.depth[name]] += param.numel()
+        return counts
 
 
 def _join(*parts: str) -> str:
@@ -168,7 +223,8 @@ def build_layer_map(model: nn.Module) -> LayerMap:
 
     Args:
         model: A transformers model of a supported family, with or without a task head
-            (e.g. from AutoModelForSequenceClassification or AutoModel); may live on the meta device.
+            (e.g. from AutoModelForSequenceClassification or AutoModel), or a PEFT wrapper of one
+            (core.peft.apply_peft); may live on the meta device.
 
     Returns:
         The LayerMap. Depth 0 = head, 1 = top encoder layer, ..., L = bottom layer, L+1 = embeddings.
@@ -178,6 +234,9 @@ def build_layer_map(model: nn.Module) -> LayerMap:
         ValueError: A parameter inside the base model belongs to no known block (never defaulted,
             because a silently misplaced parameter would get the wrong LR and thaw step).
     """
+    wrapper, model_path = _peft_wrapper(model)
+    if wrapper is not None:
+        return _wrapped_map(build_layer_map(wrapper.get_base_model()), wrapper, model_path)
     family, spec = _detect(model)
     base = model.base_model
     base_name = "" if base is model else _module_name(model, base)
@@ -218,6 +277,75 @@ def build_layer_map(model: nn.Module) -> LayerMap:
         present = tuple(_join(base_name, m) for m in extras if _get(base, m) is not None)
         boundaries[d] = boundaries[d] + present
     kwargs = {k: emb_depth for k in spec.layer_input_kwargs}
+    kinds = {name: _kind(name, d, layers_prefix, spec, num_layers) for name, d in depth.items()}
     return LayerMap(family=family, num_layers=num_layers, depth=depth, block_module_names=blocks,
-                    boundary_module_names=boundaries, layer_input_kwargs=kwargs)
+                    boundary_module_names=boundaries, layer_input_kwargs=kwargs, kind=kinds,
+                    lora_targets=spec.lora_targets, prefix_tuning=spec.prefix_tuning)
+
+
+def _is_norm(name: str) -> bool:
+    module = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+    return "norm" in module.lower()
+
+
+def _kind(name: str, depth: int, layers_prefix: str, spec: _FamilySpec, num_layers: int) -> str:
+    if depth == 0:
+        return HEAD
+    if _is_norm(name):
+        return "norm"
+    if name.startswith(layers_prefix):
+        inner = name[len(layers_prefix):].split(".", 1)[1]
+        return next((kind for pattern, kind in spec.layer_kinds if re.match(pattern, inner)), OTHER)
+    return EMBEDDING if depth == num_layers + 1 else OTHER
+
+
+def _peft_wrapper(model: nn.Module) -> tuple[Optional[nn.Module], str]:
+    """(the PEFT wrapper, the path of the Hugging Face model inside it), or (None, "") for a plain model."""
+    if not (hasattr(model, "peft_config") and hasattr(model, "get_base_model")):
+        return None, ""
+    return model, _module_name(model, model.get_base_model())
+
+
+def _wrapped_map(inner: LayerMap, wrapper: nn.Module, model_path: str) -> LayerMap:
+    """The map of a PEFT-wrapped model from the map of the model it wraps.
+
+    A parameter the wrapper added or moved (LoRA's `<module>.lora_A.default.weight`, the original
+    weight as `<module>.base_layer.weight`) takes the depth and kind of the innermost module it
+    lives under that held parameters before wrapping; virtual tokens outside the model sit at the
+    embeddings depth.
+    """
+    prefix = model_path + "."
+    by_module: dict[str, str] = {}  # module path (inside the model) -> one of its original parameters
+    for name in inner.depth:
+        parts = name.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            by_module.setdefault(".".join(parts[:i]), name)
+    depth: dict[str, int] = {}
+    kind: dict[str, str] = {}
+    unmatched = []
+    for name, _ in wrapper.named_parameters():
+        if not name.startswith(prefix):
+            depth[name], kind[name] = inner.embeddings_depth, PROMPT
+            continue
+        rel = name[len(prefix):]
+        parts = rel.split(".")
+        source = rel if rel in inner.depth else next(
+            (by_module[".".join(parts[:i])] for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in by_module),
+            None)
+        if source is None:
+            unmatched.append(name)
+            continue
+        depth[name] = inner.depth[source]
+        kind[name] = inner.kind[source]
+    if unmatched:
+        raise ValueError(f"{inner.family}: PEFT parameters under no module of the model: {unmatched[:10]}")
+
+    def moved(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_join(model_path, n) for n in names)
+
+    return LayerMap(family=inner.family, num_layers=inner.num_layers, depth=depth,
+                    block_module_names={d: _join(model_path, n) for d, n in inner.block_module_names.items()},
+                    boundary_module_names={d: moved(ns) for d, ns in inner.boundary_module_names.items()},
+                    layer_input_kwargs=dict(inner.layer_input_kwargs), kind=kind, model_path=model_path,
+                    lora_targets=inner.lora_targets, prefix_tuning=inner.prefix_tuning)
 

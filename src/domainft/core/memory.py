@@ -5,6 +5,11 @@ optimizer state (fp32 master copy, Adam m and v). fp32: 4 + 4 + 8 (m and v; the 
 master copy). Frozen parameters hold weights only. Stage 1 partitions optimizer states across the
 GPUs, stage 2 also gradients, stage 3 also weights. Activations, buffers, temporary all-gather
 buffers and the CUDA context are not included.
+
+8-bit AdamW (bitsandbytes) keeps each moment in 1 byte plus one fp32 scale per 256 values: about
+2.03 bytes per trainable parameter instead of 8 (plus the 4-byte fp32 master under bf16/fp16).
+Tensors under 4096 elements keep 32-bit moments; at ZeRO 1-3 a group is one flat partition, so
+this matters only at ZeRO 0 and is ignored here. Frozen int8 weights (LLM.int8) take 1 byte.
 """
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import math
 
 # bytes per parameter: (weights, gradients, optimizer states)
 _BYTES = {"fp32": (4, 4, 8), "bf16": (2, 2, 12), "fp16": (2, 2, 12)}
+ADAM8_BYTES = 2 + 2 * 4 / 256  # two uint8 moments + their per-block fp32 absmax
 
 
 def estimate_memory(total_params: int, trainable_params: int, precision: str, num_gpus: int, zero_stage: int,
-                    offload_optimizer: bool = False, offload_params: bool = False) -> dict:
+                    offload_optimizer: bool = False, offload_params: bool = False, eight_bit: bool = False,
+                    int8_params: int = 0) -> dict:
     """Bytes of model states on each GPU.
 
     Args:
@@ -26,6 +33,8 @@ def estimate_memory(total_params: int, trainable_params: int, precision: str, nu
         zero_stage: 0-3.
         offload_optimizer: Optimizer states live in CPU memory (ZeRO 1-3).
         offload_params: Weights live in CPU memory (ZeRO 3 only).
+        eight_bit: 8-bit AdamW moments.
+        int8_params: Of the frozen parameters, those stored as int8 (model.load_in_8bit).
 
     Returns:
         {"zero_stage", "precision", "num_gpus", "weights", "gradients", "optimizer_states",
@@ -44,10 +53,14 @@ def estimate_memory(total_params: int, trainable_params: int, precision: str, nu
     if offload_params and zero_stage != 3:
         raise ValueError("offload_params needs ZeRO stage 3")
 
+    if not 0 <= int8_params <= total_params - trainable_params:
+        raise ValueError(f"int8_params must be frozen parameters: 0..{total_params - trainable_params}, got {int8_params}")
     w_bytes, g_bytes, o_bytes = _BYTES[precision]
-    weights = total_params * w_bytes
+    if eight_bit:
+        o_bytes = o_bytes - 8 + ADAM8_BYTES
+    weights = (total_params - int8_params) * w_bytes + int8_params
     gradients = trainable_params * g_bytes
-    optimizer = trainable_params * o_bytes
+    optimizer = math.ceil(trainable_params * o_bytes)
     # ceil: a partition that does not divide evenly is padded, so the largest rank holds the ceiling.
     if zero_stage >= 1:
         optimizer = math.ceil(optimizer / num_gpus)
@@ -66,7 +79,8 @@ def estimate_memory(total_params: int, trainable_params: int, precision: str, nu
 
 
 def estimate_all_stages(total_params: int, trainable_params: int, precision: str, num_gpus: int,
-                        offload_optimizer: bool = False, offload_params: bool = False) -> list[dict]:
+                        offload_optimizer: bool = False, offload_params: bool = False, eight_bit: bool = False,
+                        int8_params: int = 0) -> list[dict]:
     """`estimate_memory` for ZeRO stages 0-3, for `plan` to compare.
 
     The offload flags apply only where DeepSpeed allows them (optimizer: stages 1-3; params: stage 3);
@@ -74,5 +88,6 @@ def estimate_all_stages(total_params: int, trainable_params: int, precision: str
     """
     return [estimate_memory(total_params, trainable_params, precision, num_gpus, stage,
                             offload_optimizer=offload_optimizer and stage >= 1,
-                            offload_params=offload_params and stage == 3)
+                            offload_params=offload_params and stage == 3, eight_bit=eight_bit,
+                            int8_params=int8_params)
             for stage in range(4)]

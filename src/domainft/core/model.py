@@ -39,7 +39,8 @@ def build_config(name_or_path: str, label_names: Sequence[str], trust_remote_cod
 
 
 def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,
-                revision: Optional[str] = None, torch_dtype: Optional[torch.dtype] = torch.float32) -> PreTrainedModel:
+                revision: Optional[str] = None, torch_dtype: Optional[torch.dtype] = torch.float32,
+                load_in_8bit: bool = False, device: Optional[torch.device] = None) -> PreTrainedModel:
     """Pretrained encoder + a new classification head.
 
     Args:
@@ -51,6 +52,9 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
             transformers 5 would otherwise load in the checkpoint's own dtype ("auto"), and a bf16
             hub checkpoint would then train in bf16 under `train.precision: fp32` (DeepSpeed makes
             the bf16 copies itself when asked). None: the checkpoint's dtype.
+        load_in_8bit: The base model's Linear weights as LLM.int8 (bitsandbytes; frozen), the head
+            (core.layers: depth 0) kept in `torch_dtype`.
+        device: Where bitsandbytes quantizes (load_in_8bit only; default CPU).
 
     Returns:
         An AutoModelForSequenceClassification. A checkpoint that already has a head of another
@@ -58,6 +62,16 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
     """
     config = build_config(name_or_path, label_names, trust_remote_code, revision)
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+    if load_in_8bit:
+        from transformers import BitsAndBytesConfig
+
+        from domainft.core.layers import build_layer_map
+
+        meta = build_model_from_config(name_or_path, label_names, trust_remote_code, revision)
+        # The new head would be quantized too (and have no int8 data to run with): keep it out.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_skip_modules=build_layer_map(meta).head_module_names())
+        kwargs["device_map"] = {"": str(device or "cpu")}
     return AutoModelForSequenceClassification.from_pretrained(
         name_or_path, config=config, trust_remote_code=trust_remote_code, revision=revision,
         ignore_mismatched_sizes=True, use_safetensors=True, **kwargs)  # never unpickle a .bin

@@ -20,6 +20,7 @@ from domainft.core import (GradientStop, build_layer_map, build_model, build_par
                            group_lr_lambdas, lowest_trainable_depth, resolve_warmup_steps, thaw_schedule)
 from domainft.core.batching import pad_batch
 from domainft.core.geometry import Geometry, geometry
+from domainft.core.peft import apply_peft, peft_spec
 from domainft.core.losses import balanced_class_weights, weighted_cross_entropy
 from domainft.core.schedules import batch_lr_scale
 from domainft.distributed.progress import Reporter
@@ -55,6 +56,8 @@ class TrainerState:
     groups: list[dict] = field(default_factory=list)
     identity: dict = field(default_factory=dict)  # config.identity.run_identity of the run
     resumed_from: list[dict] = field(default_factory=list)  # {"epoch", "step"} of every restore
+    trainable_params: int = 0  # in the optimizer (trained at some point of the run)
+    total_params: int = 0  # of the model as trained (adapters included)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,7 +182,8 @@ def build_run(cfg: Config, data: dict, identity: dict, hub: Optional[Any] = None
 
     geo = geometry(data["train_rows"], world, t.batch_size, t.grad_accum, t.epochs, t.max_steps_per_epoch)
     model = build_model(cfg.model.name_or_path, data["label_names"], trust_remote_code=cfg.model.trust_remote_code,
-                        revision=cfg.model.revision)
+                        revision=cfg.model.revision, load_in_8bit=cfg.model.load_in_8bit, device=device)
+    model = apply_peft(model, peft_spec(cfg.peft.model_dump()))  # adapters get their layer's depth
     lmap = build_layer_map(model)
     schedule = thaw_schedule(lmap.num_layers, uf.initial_layers, geo.steps_per_epoch,
                              every_epochs=uf.every_epochs, every_steps=uf.every_steps,
@@ -202,9 +206,12 @@ def build_run(cfg: Config, data: dict, identity: dict, hub: Optional[Any] = None
                                 t.max_grad_norm, cfg.deepspeed.offload_optimizer, cfg.deepspeed.offload_params,
                                 on_gpu=device.type == "cuda", overrides=cfg.deepspeed.overrides)
     model.to(device)  # before the optimizer exists, so a fused CUDA AdamW can be chosen
-    engine = build_engine(model, groups, lambdas, ds_config, op.betas, op.eps)
+    # Counted before DeepSpeed partitions the parameters (ZeRO-3 leaves each rank a shard).
+    counts = {"trainable_params": sum(p.numel() for g in groups for p in g["params"]),
+              "total_params": sum(p.numel() for p in model.parameters())}
+    engine = build_engine(model, groups, lambdas, ds_config, op.betas, op.eps, eight_bit=op.eight_bit)
     fresh_start(engine)
-    state = TrainerState(identity=identity, groups=[
+    state = TrainerState(identity=identity, **counts, groups=[
         {"name": g["name"], "depth": g["depth"], "decay": g["decay"], "params": sum(p.numel() for p in g["params"]),
          "peak_lr": g["initial_lr"], "thaw_step": schedule[g["depth"]], "param_names": g["param_names"]}
         for g in groups])

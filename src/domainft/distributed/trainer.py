@@ -101,8 +101,11 @@ def build_trainer(cfg: Config, report: dict, pad_token_id: int, callbacks: Optio
                   progress_hub: Optional[Any] = None) -> TorchTrainer:
     """The TorchTrainer for one run; `domainft train` and every Tune trial build it the same way.
     `progress_hub`: a distributed.progress.ProgressHub for the workers' lines and bars."""
+    from domainft.planning import check_model
+
     sc, rc = cfg.scaling, cfg.run
     geometry(report["train_rows"], sc.num_workers, cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs)
+    check_model(cfg, report["train_rows"])  # PEFT targets, virtual tokens...: before any worker starts
     identity = run_identity(cfg, report.get("fingerprint") or [report.get("train_dir"), report.get("train_rows")])
     metric = cfg.train.metric_for_best
     resources = {"CPU": sc.cpus_per_worker} | ({"GPU": 1} if sc.use_gpu else {})
@@ -231,21 +234,19 @@ def best_checkpoint(result, metric: str):
 def finalize(cfg: Config, result, report: dict) -> dict:
     """Export the best checkpoint (its trained fp32 weights over the pretrained model) and collect
     history, LR trace and plots."""
-    from domainft.core import export_hf, plot_group_lrs, plot_learning_curves
+    from domainft.core import plot_group_lrs, plot_learning_curves
     from domainft.core.metrics import prediction_warnings
     from domainft.engine.consolidate import trained_fp32_state_dict
 
     metric = cfg.train.metric_for_best
     best_ckpt, best_metrics = best_checkpoint(result, metric)
-    best_dir = os.path.join(cfg.output_dir, "best")
     with result.checkpoint.as_directory() as d:
         state = json.loads(open(os.path.join(d, STATE_FILE)).read())
     group_names = [g["param_names"] for g in state["groups"]]
     trained = [n for names in group_names for n in names]
     with best_ckpt.as_directory() as d:
-        export_hf(trained_fp32_state_dict(d, CKPT_TAG, group_names), cfg.model.name_or_path, report["label_names"],
-                  cfg.model.name_or_path, best_dir, trust_remote_code=cfg.model.trust_remote_code,
-                  revision=cfg.model.revision, required=trained)
+        weights = trained_fp32_state_dict(d, CKPT_TAG, group_names)
+    exported = export_best(cfg, weights, report["label_names"], trained)
     history = state["history"]
     best = next(h for h in history if h["epoch"] == best_metrics["epoch"])
     plots = {"learning_curves": os.path.join(cfg.output_dir, "learning_curves.png"),
@@ -257,13 +258,39 @@ def finalize(cfg: Config, result, report: dict) -> dict:
     if warnings:
         warnings.append(ADVICE.format(steps=history[-1]["global_step"], batch=cfg.train.batch_size * cfg.train.grad_accum
                                       * cfg.scaling.num_workers, head=cfg.optim.head_lr_mult))
-    return {"best": best, "metric_for_best": metric, "history": history, "best_model_dir": best_dir,
+    return {"best": best, "metric_for_best": metric, "history": history,
             "lr_trace": state["lr_trace"], "unfreeze_events": state["unfreeze_events"], "groups": groups,
             "resumed_from": state.get("resumed_from", []), "stopped_early": state.get("stopped_early"),
             "warnings": warnings,
             "plots": plots, "label_names": report["label_names"],
             "data": {k: report[k] for k in ("train_rows", "eval_rows") if k in report},
-            "checkpoint": best_ckpt.path, "config": to_dict(cfg)}
+            "checkpoint": best_ckpt.path, "config": to_dict(cfg),
+            "trainable_params": state.get("trainable_params"), "total_params": state.get("total_params"),
+            "peft_method": cfg.peft.method, **exported}
+
+
+def export_best(cfg: Config, weights: dict, label_names: list, trained: list) -> dict:
+    """Write `<output_dir>/best/` (and, for a PEFT adapter, `best_adapter/`) from the best checkpoint's
+    trained fp32 weights, on the driver's CPU: no ZeRO gather, whatever the stage.
+
+    Returns:
+        {"best_model_dir", "adapter_dir" (or None), "merged" (best/ is a plain model)}.
+    """
+    from domainft.core import export_hf
+    from domainft.core.export import export_peft
+    from domainft.core.peft import peft_spec
+
+    m, best_dir = cfg.model, os.path.join(cfg.output_dir, "best")
+    spec = peft_spec(cfg.peft.model_dump())
+    if not spec.adapter:  # full fine-tuning, selective: a plain model
+        export_hf(weights, m.name_or_path, label_names, m.name_or_path, best_dir, trust_remote_code=m.trust_remote_code,
+                  revision=m.revision, required=trained)
+        return {"best_model_dir": best_dir, "adapter_dir": None, "merged": True}
+    adapter_dir = os.path.join(cfg.output_dir, "best_adapter")
+    out = export_peft(weights, m.name_or_path, label_names, spec, m.name_or_path, best_dir, adapter_dir,
+                      trust_remote_code=m.trust_remote_code, revision=m.revision, required=trained,
+                      merge=spec.mergeable and cfg.peft.export != "adapter")
+    return {"best_model_dir": best_dir, "adapter_dir": adapter_dir, "merged": out["merged"]}
 
 
 def write_json(path: str, obj: Any) -> None:

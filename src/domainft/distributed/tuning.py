@@ -48,6 +48,9 @@ def run_tune(sweep_path: str, overrides: Iterable[str] = ()) -> dict:
         The summary of `run_sweep`.
     """
     sweep, base_cfg = load_sweep(sweep_path, overrides)  # every problem, before Ray starts
+    from domainft.planning import check_model
+
+    check_model(base_cfg)
     from domainft.distributed.datasets import ensure_prepared
 
     init_ray()

@@ -1,4 +1,5 @@
-"""The only module that imports deepspeed: build an engine around our optimizer and per-group scheduler."""
+"""The only module that imports deepspeed: build an engine around our optimizer (torch AdamW, or
+bitsandbytes AdamW8bit) and per-group scheduler."""
 from __future__ import annotations
 
 import os
@@ -31,14 +32,18 @@ def build_engine(
     ds_config: dict,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    eight_bit: bool = False,
 ):
-    """Wrap `model` in a DeepSpeed engine with torch AdamW over `param_groups` and one LR lambda per group.
+    """Wrap `model` in a DeepSpeed engine with AdamW over `param_groups` and one LR lambda per group.
 
     Args:
         model: the Hugging Face model (all groups registered, frozen ones at LR factor 0).
         param_groups: non-empty torch param groups (DeepSpeed drops empty groups, which would misalign lambdas).
         lr_lambdas: multiplier of each group's peak LR as a function of the optimizer step.
         ds_config: from `ds_config.build_ds_config`.
+        eight_bit: bitsandbytes' AdamW8bit (block-wise 8-bit moments; tensors under 4096 elements keep
+            32-bit moments) instead of torch AdamW. DeepSpeed hands it what it hands any client
+            optimizer: per-parameter tensors at ZeRO 0, one flat fp32 partition per group at ZeRO 1-3.
     Returns:
         The DeepSpeed engine; `engine.lr_scheduler` is our LambdaLR, stepped by `engine.step()`.
     """
@@ -49,10 +54,15 @@ def build_engine(
     _avoid_hidden_compiles()
     import deepspeed
 
-    # Fused AdamW (one kernel for all tensors) on CUDA; the multi-tensor foreach path elsewhere.
-    on_cuda = all(p.is_cuda for g in param_groups for p in g["params"])
-    kind = {"fused": True} if on_cuda else {"foreach": True}
-    optimizer = torch.optim.AdamW(param_groups, betas=tuple(betas), eps=eps, **kind)
+    if eight_bit:
+        import bitsandbytes as bnb
+
+        optimizer = bnb.optim.AdamW8bit(param_groups, betas=tuple(betas), eps=eps)
+    else:
+        # Fused AdamW (one kernel for all tensors) on CUDA; the multi-tensor foreach path elsewhere.
+        on_cuda = all(p.is_cuda for g in param_groups for p in g["params"])
+        kind = {"fused": True} if on_cuda else {"foreach": True}
+        optimizer = torch.optim.AdamW(param_groups, betas=tuple(betas), eps=eps, **kind)
 
     def scheduler(opt):  # built on the optimizer DeepSpeed hands back, so the groups are the trained ones
         return torch.optim.lr_scheduler.LambdaLR(opt, list(lr_lambdas))

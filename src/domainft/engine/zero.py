@@ -11,6 +11,11 @@ Layout in DeepSpeed 0.19 (our torch AdamW is always the inner optimizer, one gro
 - ZeRO 3: `DeepSpeedZeroOptimizer_Stage3`; a group is split into sub-groups, each a flat fp32
   partition (`fp32_partitioned_groups_flat[s]`, group `sub_group_to_group_id[s]`); the AdamW
   state is keyed by those tensors (param_groups are emptied between steps).
+
+The inner optimizer is torch AdamW or bitsandbytes AdamW8bit (`optim.eight_bit`), whose state per
+tensor is `step`, `state1`/`state2` (the moments: uint8 codes, or fp32 under 4096 elements) with
+`absmax1`/`absmax2` (per-block scales) and `qmap1`/`qmap2` (the quantization maps, shared by every
+tensor of the optimizer).
 """
 from __future__ import annotations
 
@@ -35,8 +40,30 @@ def group_state_tensors(engine, group: int) -> list[torch.Tensor]:
     return list(_inner(engine).param_groups[group]["params"])
 
 
+def _is_bnb(optimizer) -> bool:
+    return type(optimizer).__module__.startswith("bitsandbytes.")
+
+
+def _bnb_fresh_state(inner, group: int, tensor: torch.Tensor) -> None:
+    """bitsandbytes' own fresh state for `tensor` (its `init_state`), in the same state dict.
+
+    Not zero_() on every state tensor: the quantization maps are shared by all tensors, and what a
+    fresh state is (which buffers, which dtype for which size) is bitsandbytes' to say.
+    """
+    g = inner.param_groups[group]
+    params = g["params"]
+    index = next((i for i, p in enumerate(params) if p is tensor), None)
+    if index is None:  # ZeRO 3 empties param_groups between steps; init_state looks the tensor up there
+        g["params"], index = [tensor], 0
+    try:
+        inner.state[tensor].clear()
+        inner.init_state(g, tensor, group, index)
+    finally:
+        g["params"] = params
+
+
 def reset_optimizer_state(engine, groups: Iterable[int]) -> int:
-    """Give each group in `groups` the state of a fresh AdamW: step 0, zero moments.
+    """Give each group in `groups` the state of a fresh AdamW (or AdamW8bit): step 0, zero moments.
 
     Why: while a group is frozen (LR factor 0) DeepSpeed still steps AdamW for it with zero
     gradients, so its step counter advances while its moments stay 0. At thaw the bias correction
@@ -52,6 +79,10 @@ def reset_optimizer_state(engine, groups: Iterable[int]) -> int:
         for t in group_state_tensors(engine, g):
             state = inner.state.get(t)
             if not state:
+                continue
+            if _is_bnb(inner):
+                _bnb_fresh_state(inner, g, t)
+                n += 1
                 continue
             step = state.get("step")
             if isinstance(step, torch.Tensor):

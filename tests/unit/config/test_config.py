@@ -7,21 +7,11 @@ import yaml
 
 from domainft.config import ConfigError, apply_overrides, load_config, to_dict, validate_dict
 from domainft.config.load import parse_override
+from problems import problems  # tests/unit/config/problems.py
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def base(tmp_path, corpus_and_model):
-    corpus, model = corpus_and_model
-    return {"output_dir": str(tmp_path / "out"), "data": {"train": str(corpus)},
-            "model": {"name_or_path": str(model)}}
-
-
-def problems(raw):
-    with pytest.raises(ConfigError) as e:
-        validate_dict(raw)
-    return e.value.problems
 
 
 def test_minimal_config_gets_defaults(base):
