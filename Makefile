@@ -48,7 +48,7 @@ prepare-demo: setup
 	$(BIN)/domainft prepare configs/bbc_demo.yaml
 
 test: setup
-	$(BIN)/python -m pytest tests/unit tests/integration
+	$(BIN)/python -m pytest tests/unit tests/integration --durations=25
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
