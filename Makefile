@@ -59,6 +59,7 @@ test-integration: setup
 bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(STAMPS) runs

@@ -134,6 +134,15 @@ def cmd_k8s_validate(a) -> int:
     return 1 if findings else 0
 
 
+def cmd_export(a) -> int:
+    from domainft.export.pipeline import format_summary, run_export
+
+    report = run_export(a.model_dir, a.out_dir, quantize=a.quantize, check=a.check, max_length=a.max_length,
+                        trust_remote_code=a.trust_remote_code, exporter=a.exporter, threads=a.threads)
+    print(format_summary(report))
+    return 0 if report["passed"] else 1  # a failed parity / int8 check is not a user error: exit 1
+
+
 def cmd_setup_wordnet(a) -> int:
     from domainft.data.augment.wordnet_setup import build_wordnet
 
@@ -193,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
     p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
     p.set_defaults(fn=cmd_k8s_validate)
+    p = sub.add_parser("export", help="ONNX Runtime export (fused fp32, optional int8) with parity checks")
+    p.add_argument("model_dir", help="a fine-tuned HF classifier folder, e.g. <output_dir>/best")
+    p.add_argument("out_dir", help="where model.onnx, model.int8.onnx, the tokenizer and export_report.json go")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="also write a dynamic-int8 model.int8.onnx")
+    p.add_argument("--check", default=None, metavar="DATA",
+                   help="labelled texts for agreement/accuracy: a corpus file (text/label) or a prepared split "
+                        "folder such as <output_dir>/data/eval")
+    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch.onnx exporter (torchscript: the graph ONNX Runtime's fusions match)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for the checks (torch and ORT)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
+    p.set_defaults(fn=cmd_export)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)

@@ -112,7 +112,7 @@ class LineBar:
     def _line(self) -> None:
         self.last = time.time()
         elapsed = self.last - self.t0
-        done = f"{self.n}/{self.total} {self.unit}s" if self.total else f"{self.n} {self.unit}s"
+        done = f"{self.n:,}/{self.total:,} {self.unit}" if self.total else f"{self.n:,} {self.unit}"
         pct = f" ({self.n / self.total:.0%})" if self.total else ""
         eta = ""
         if self.total and 0 < self.n < self.total:

@@ -2,8 +2,6 @@
 format, bad-record fixtures in both modes, freshness, and the augmentation hook."""
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -269,11 +267,12 @@ def test_tsv_and_csv_as_pandas_writes_them_cut_into_chunks(ray_cluster, tmp_path
 
 
 @pytest.mark.timeout(300)
-def test_augmentation_hook_gets_the_train_split_before_tokenizing(ray_cluster, tmp_path, minilm_path, bbc_demo_jsonl,
-                                                                  monkeypatch):
+def test_augmentation_step_gets_the_train_split_before_tokenizing(ray_cluster, tmp_path, minilm_path, bbc_demo_jsonl):
+    """run_prepare takes its augmentation step as an argument: here one that adds upper-cased copies."""
     seen = {}
 
-    def augment_train(train_ds, cfg):
+    def augment_train(train_ds, cfg, eval_ds=None):
+        seen["eval_columns"] = eval_ds.columns()
         seen["columns"] = train_ds.columns()
 
         def add_copies(batch):
@@ -287,15 +286,13 @@ def test_augmentation_hook_gets_the_train_split_before_tokenizing(ray_cluster, t
 
         return train_ds.map_batches(add_copies, batch_format="pyarrow"), {"ops": {"upper": "n"}}
 
-    monkeypatch.setitem(sys.modules, "domainft.distributed.augment",
-                        types.SimpleNamespace(augment_train=augment_train))
     small = tmp_path / "small.jsonl"
     small.write_text("".join(bbc_demo_jsonl.read_text(encoding="utf-8").splitlines(True)[::20]), encoding="utf-8")
     cfg = validate_dict({"output_dir": str(tmp_path / "run"), "model": {"name_or_path": str(minilm_path)},
                          "data": {"train": str(small), "max_length": 16, "eval_fraction": 0.2},
                          "augment": {"enabled": True}})
-    r = run_prepare(cfg, force=True)
-    assert seen["columns"] == ["text", "label", "source_id", "aug_op", "is_augmented"]
+    r = run_prepare(cfg, force=True, augment=augment_train)
+    assert seen["columns"] == seen["eval_columns"] == ["text", "label", "source_id", "aug_op", "is_augmented"]
     assert r["augmentation"] == {"ops": {"upper": "n"}}
     train, ev = read(r, "train"), read(r, "eval")
     assert train.num_rows == r["train_rows"] == 2 * sum(r["class_counts_after"].values())

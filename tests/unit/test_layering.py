@@ -1,4 +1,4 @@
-"""Imports point one way: core, data, config and the DeepSpeed config never pull in Ray or DeepSpeed."""
+"""Imports point one way: core, data, config, export and the DeepSpeed config never pull in Ray or DeepSpeed."""
 import os
 import subprocess
 import sys
@@ -10,6 +10,7 @@ CODE = """
 import sys
 import domainft.config, domainft.core, domainft.data, domainft.engine.ds_config, domainft.planning
 import domainft.data.augment
+import domainft.export.pipeline, domainft.export.runtime
 bad = sorted(m for m in ("ray", "deepspeed") if m in sys.modules)
 print(",".join(bad))
 """
@@ -62,3 +63,11 @@ def test_validate_does_not_import_torch(tmp_path):
             "print(rc, heavy)")
     out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
+
+
+def test_onnx_runner_imports_no_torch():
+    """The serving predictor (export.runtime) needs onnxruntime and tokenizers, not torch."""
+    code = "import sys; from domainft.export import OnnxClassifier; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -6,6 +6,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from domainft.data.tokenize import pad_rows
+
 
 def pad_batch(batch: Mapping[str, np.ndarray], pad_id: int = 0, pad_to_multiple_of: int = 8) -> dict[str, torch.Tensor]:
     """Turn a Ray Data / Arrow batch (`input_ids` as ragged arrays, `label` ints) into model inputs.
@@ -17,15 +19,7 @@ def pad_batch(batch: Mapping[str, np.ndarray], pad_id: int = 0, pad_to_multiple_
     Returns:
         input_ids, attention_mask (int64 [B, T]) and labels (int64 [B]).
     """
-    rows = [np.asarray(r, dtype=np.int64) for r in batch["input_ids"]]
-    longest = max((len(r) for r in rows), default=1)
-    if pad_to_multiple_of > 1:
-        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), longest), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
+    ids, mask = pad_rows(batch["input_ids"], pad_id, pad_to_multiple_of)
     return {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),

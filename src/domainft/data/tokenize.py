@@ -69,6 +69,21 @@ def build_encoder(spec: dict, max_length: int) -> Encoder:
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
 
+def pad_rows(rows, pad_id: int = 0, pad_to_multiple_of: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id rows to the longest (rounded up to a multiple): (input_ids, attention_mask),
+    both int64 [rows, length]."""
+    rows = [np.asarray(r, dtype=np.int64) for r in rows]
+    longest = max((len(r) for r in rows), default=1)
+    if pad_to_multiple_of > 1:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 def ids_to_arrow(ids: list[list[int]]) -> pa.ListArray:
     """list of id lists -> list<int32> without a Python loop per element."""
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))

@@ -32,6 +32,7 @@ from domainft.data.report import build_report, count_problems, fingerprint, form
 from domainft.data.sources import collect_sources, input_signature
 from domainft.data.tokenize import (build_encoder, encoder_spec, load_tokenizer, tokenize_table,
                                     tokenizer_signature)
+from domainft.distributed.progress import LiveProgress, Reporter
 from domainft.errors import UserError
 
 CHUNK_BYTES = 64 * 1024**2  # big JSONL / CSV / TSV / Parquet inputs are read as several tasks of at most this size
@@ -134,9 +135,11 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
     def lap(name: str) -> None:  # seconds since the previous lap, for report["phase_seconds"]
         phases[name] = time.perf_counter() - start - sum(phases.values())
 
+    live = LiveProgress()
     try:
+        live.__enter__()
         lap("setup")
-        parsed = _parse(files, opts, d.quoting, chunk_bytes)  # 1. read, validate, clean, hash (parallel)
+        parsed = _parse(files, opts, d.quoting, chunk_bytes, live.reporter())  # 1. read, validate, clean, hash
         lap("read_parse_clean")
         collector = _collect(parsed, files, rejects_path, sources.fixes)  # 2. counts and small columns on the driver
         if d.on_bad_record == "error" and (err := collector.first_error()) is not None:
@@ -159,10 +162,16 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
             splits["train"] = splits["train"].union(ray.data.from_arrow(extras.pop("replay_table")))
         dirs, rows = {"train_dir": layout.train, "eval_dir": layout.eval}, {}
         actors = None if cfg.augment.enabled else max(1, min(_cpus(), parsed.num_blocks()))
+        planned = {"train": None if cfg.augment.enabled else sum(plan.counts["train_after"]),
+                   "eval": sum(plan.counts["eval"])}
         for split, ds in splits.items():  # 5. tokenize (actor pool) and write Parquet
-            rows[split] = _tokenize_and_write(ds, dirs[f"{split}_dir"], spec, d.max_length, actors)
+            reporter = live.reporter()
+            reporter.bar(f"tokenize {split}", planned[split], "rows")
+            rows[split] = _tokenize_and_write(ds, dirs[f"{split}_dir"], spec, d.max_length, actors, reporter)
+            reporter.close(f"tokenize {split}")
             lap(f"tokenize_write_{split}")
     finally:
+        live.__exit__(None, None, None)
         ctx.execution_options.preserve_order = saved_order
     write_label_map(layout.label_map, names)
     report = build_report(
@@ -213,8 +222,10 @@ def _remote_call(fn, arg):
     return fn(arg)
 
 
-def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] = None) -> ray.data.MaterializedDataset:
-    """Parse every file (cut into chunks) into good and rejected rows, materialized in the object store."""
+def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] = None,
+           reporter: Optional[Reporter] = None) -> ray.data.MaterializedDataset:
+    """Parse every file (cut into chunks) into good and rejected rows, materialized in the object store.
+    Each parsed chunk advances the `read` bar (in kB) of `reporter`."""
     total = sum(f.size for f in files)
     if chunk_bytes is None:
         chunk_bytes = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total // (2 * _cpus())))
@@ -223,13 +234,22 @@ def _parse(files, opts: ParseOptions, quoting: str, chunk_bytes: Optional[int] =
                        scan_map=lambda fn, todo: ray.get([_remote_call.remote(fn, c) for c in todo]))
     blocks = min(len(chunks), max(2 * _cpus(), total // chunk_bytes + 1))
     ds = ray.data.from_items(chunks, override_num_blocks=blocks)
-    ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"opts": asdict(opts)})
-    return ds.materialize()
+    if reporter is not None:
+        reporter.bar("read", max(1, -(-total // 1000)), "kB")
+    ds = ds.map_batches(_parse_batch, batch_format="pyarrow", batch_size=None,
+                        fn_kwargs={"opts": asdict(opts), "reporter": reporter})
+    out = ds.materialize()
+    if reporter is not None:
+        reporter.close("read")
+    return out
 
 
-def _parse_batch(batch: pa.Table, opts: dict) -> Iterator[pa.Table]:
+def _parse_batch(batch: pa.Table, opts: dict, reporter: Optional[Reporter] = None) -> Iterator[pa.Table]:
     o = ParseOptions(**{**opts, "labels": tuple(opts["labels"]) if opts["labels"] is not None else None})
     for chunk in batch.to_pylist():
+        if reporter is not None:  # a cut chunk is its byte range; a whole file its size
+            size = chunk["end"] - chunk["start"] if chunk["end"] >= 0 and chunk["fmt"] != "parquet" else chunk["size"]
+            reporter.advance("read", -(-size // 1000))
         yield from parse_chunk(chunk, o)
 
 
@@ -262,14 +282,19 @@ def _augment(train_ds, eval_ds, cfg: Config, augment: Optional[Callable]):
 class _Tokenize:
     """One tokenizer per actor, built once from the driver's spec and reused for every batch."""
 
-    def __init__(self, spec: dict, max_length: int):
+    def __init__(self, spec: dict, max_length: int, reporter: Optional[Reporter] = None, bar: str = ""):
         self.encode = build_encoder(spec, max_length)
+        self.reporter, self.bar = reporter, bar
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return tokenize_table(self.encode, batch)
+        out = tokenize_table(self.encode, batch)
+        if self.reporter is not None:
+            self.reporter.advance(self.bar, out.num_rows)
+        return out
 
 
-def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Optional[int]) -> int:
+def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Optional[int],
+                        reporter: Optional[Reporter] = None) -> int:
     """Tokenize on an actor pool and write Parquet; returns the rows written (from the file footers).
 
     `actors`: a fixed pool of that size, else an autoscaling one (1..CPUs) that leaves CPUs to the
@@ -280,7 +305,9 @@ def _tokenize_and_write(ds, path: str, spec: dict, max_length: int, actors: Opti
                ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()))
     # Ray Data logs "constructor arguments in the object store and max_restarts > 0" for every
     # callable class (ray issue 53727); harmless here: the driver holds the arguments until the end.
-    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs={"spec": spec, "max_length": max_length},
+    bar = f"tokenize {os.path.basename(path)}"
+    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs={"spec": spec, "max_length": max_length,
+                                                          "reporter": reporter, "bar": bar},
                         batch_size=TOKENIZE_BATCH, batch_format="pyarrow", compute=compute)
     # Writers take no CPU slot: the tokenizer actors may hold every CPU, and a writer that waited
     # for one would stall the pipeline (writing Parquet is light next to tokenizing).

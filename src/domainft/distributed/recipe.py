@@ -76,7 +76,7 @@ class Progress:
         self.t0, self.start_step = time.time(), step
         self.warm_time, self.warm_step = None, None
         if self.rank == 0 and not self.bar_open:
-            self.reporter.bar("train", self.geo.total_steps, "step", initial=step)
+            self.reporter.bar("train", self.geo.total_steps, "steps", initial=step)
             self.bar_open = True
 
     def mark(self, step: int, loss: torch.Tensor) -> None:

@@ -164,8 +164,8 @@ def check_resumable(storage: str, name: str, identity: dict, explicit: bool) -> 
         differ = identity_differences(sib[-1][1], identity)
         if len(differ) <= 3:
             print(f"[train] starting afresh as run {name}: {other} holds a run of this output_dir with other "
-                  f"settings ({'; '.join(differ)}); a finished run is never extended, since these settings "
-                  f"change its LR and unfreezing schedules", flush=True)
+                  f"settings ({'; '.join(differ)}); it is not continued, since these settings change the "
+                  f"run's trajectory (e.g. train.epochs changes the LR and unfreezing schedules)", flush=True)
             return
 
 

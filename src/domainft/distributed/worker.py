@@ -81,7 +81,7 @@ def evaluate_epoch(run: WorkerRun, epoch: int, train_stats: dict[str, float]) ->
                                                 collate_fn=PadCollate(run.pad_id))
     name = f"eval {epoch}"
     if run.rank == 0:
-        run.reporter.bar(name, run.eval_rows, "row")
+        run.reporter.bar(name, run.eval_rows, "rows")
     cm, eval_loss, rows = evaluate(run.engine, batches, len(run.label_names), run.device, run.world,
                                    on_batch=lambda n: run.reporter.advance(name, n))
     if run.rank == 0:
