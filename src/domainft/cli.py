@@ -121,6 +121,15 @@ def cmd_terms(a) -> int:
     return 0
 
 
+def cmd_audit(a) -> int:
+    cfg = _load(a)
+    from domainft.distributed.audit import run_audit
+
+    run_audit(cfg, a.folds)
+    _closing(cfg)
+    return 0
+
+
 def cmd_k8s_validate(a) -> int:
     from domainft.deploy.k8s import format_findings, validate_tree
 
@@ -167,11 +176,17 @@ def cmd_setup_wordnet(a) -> int:
     return 0
 
 
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def _at_least(low: int):
+    def parse(value: str) -> int:
+        n = int(value)
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {n}")
+        return n
+
+    return parse
+
+
+_positive = _at_least(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="term file (default <output_dir>/domain_terms.txt; scores in a .tsv beside it)")
     p.set_defaults(fn=cmd_terms)
+    p = sub.add_parser("audit", help="find likely label errors: K-fold out-of-fold predictions (Ray Train runs as a "
+                                     "Ray Tune grid) and cleanlab; writes <output_dir>/audit/label_issues.csv")
+    _config_args(p)
+    p.add_argument("--folds", type=_at_least(2), default=5, help="cross-validation folds (default 5)")
+    p.set_defaults(fn=cmd_audit)
     p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
     p.add_argument("config", help="sweep YAML")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")

@@ -24,6 +24,8 @@ def format_summary(s: dict, with_history: bool = True) -> str:
     for name, pc in b["per_class"].items():
         lines.append(f"{name[:16]:<16} {pc['precision']:>9.4f} {pc['recall']:>7.4f} {pc['f1']:>7.4f} "
                      f"{pc['support']:>8}")
+    if s.get("continual"):
+        lines += format_forgetting(s["continual"])
     for w in s.get("warnings", []):
         lines += ["", f"!!! WARNING {w}"]
     lines += ["", f"model: {s['best_model_dir']}"]
@@ -32,6 +34,19 @@ def format_summary(s: dict, with_history: bool = True) -> str:
                      f"trained): {s['adapter_dir']}")
     lines.append(f"plots: {', '.join(s['plots'].values())}")
     return "\n".join(lines)
+
+
+def format_forgetting(c: dict) -> list[str]:
+    """Continual retraining: accuracy and macro-F1 on the previous eval split and the new one, before
+    (the model training started from) and after (best/)."""
+    lines = ["", f"continual: previous run {c['previous_output_dir']}", "split            rows   before acc/F1    after acc/F1"]
+    for key, title in (("previous_eval", "previous eval"), ("new_eval", "new eval")):
+        b, a = c[key].get("before"), c[key]["after"]
+        before = f"{b['accuracy']:.4f}/{b['macro_f1']:.4f}" if b else "          -"
+        lines.append(f"{title:<14} {a['rows']:>6}   {before:>13}   {a['accuracy']:.4f}/{a['macro_f1']:.4f}")
+    if "forgetting_macro_f1" in c:
+        lines.append(f"forgetting (previous eval macro-F1, before - after): {c['forgetting_macro_f1']:+.4f}")
+    return lines
 
 
 def format_distillation(d: dict) -> str:

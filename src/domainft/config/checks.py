@@ -76,6 +76,7 @@ def cross_field_problems(cfg: Config) -> list[str]:
             p.append("augment.backtranslation: backend marian needs both `forward` and `backward` models")
     if cfg.augment.ab and not cfg.augment.enabled:
         p.append("augment.ab: needs augment.enabled: true")
+    p += _continual_problems(cfg)
     return p + peft_problems(cfg) + distill_problems(cfg)
 
 
@@ -164,6 +165,35 @@ def distill_problems(cfg: Config) -> list[str]:
     return p
 
 
+def _continual_problems(cfg: Config) -> list[str]:
+    """Continual retraining writes a new output_dir: the previous run's data and best/ stay as they are."""
+    p = []
+    out = os.path.abspath(os.path.expanduser(cfg.output_dir)) if not is_uri(cfg.output_dir) else cfg.output_dir
+    replay = cfg.data.replay.from_
+    if replay and not is_uri(replay) and os.path.abspath(os.path.expanduser(replay)) == out:
+        p.append(f"data.replay.from: {replay} is this run's output_dir (its prepared data would be replaced); "
+                 f"continue into another output_dir")
+    model = cfg.model.name_or_path
+    if looks_local(model) and os.path.abspath(os.path.expanduser(model)) == os.path.join(out, "best"):
+        p.append(f"model.name_or_path: {model} is this run's own best/ (the export would replace it); continue into "
+                 f"another output_dir")
+    return p
+
+
+def continual_path_problems(replay_from, label_fixes) -> list[str]:
+    """data.replay.from must be a run's output_dir with prepared data; data.label_fixes a file (local paths)."""
+    p = []
+    if replay_from and not is_uri(replay_from):
+        root = os.path.expanduser(replay_from)
+        report = os.path.join(root, "data", "data_report.json")
+        if os.path.isdir(root) and not os.path.isfile(report):
+            p.append(f"data.replay.from: {replay_from} holds no prepared data (no data/data_report.json): give the "
+                     f"output_dir of a run that prepared or trained")
+    if label_fixes and not is_uri(label_fixes) and os.path.isdir(os.path.expanduser(label_fixes)):
+        p.append(f"data.label_fixes: {label_fixes} is a folder; give the CSV file")
+    return p
+
+
 def gradual(cfg: Config) -> bool:
     """True when layers thaw during training (rather than all trainable from the start)."""
     uf = cfg.unfreeze
@@ -190,10 +220,12 @@ def path_problems(raw: dict) -> list[str]:
         return node if isinstance(node, str) and node else None
 
     p: list[str] = []
-    for key in ("data.train", "data.eval", "augment.protected_terms", "distill.teacher"):
+    for key in ("data.train", "data.eval", "augment.protected_terms", "distill.teacher", "data.label_fixes",
+                "data.replay.from"):
         value = get(key)
         if value and not is_uri(value) and not _local_exists(os.path.expanduser(value)):
             p.append(f"{key}: no such file, folder or glob match: {value}")
+    p += continual_path_problems(get("data.replay.from"), get("data.label_fixes"))
     name = get("model.name_or_path")
     if name and looks_local(name):  # a path must be a model folder; else it is a hub name
         path = os.path.expanduser(name)

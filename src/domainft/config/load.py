@@ -81,7 +81,7 @@ def deep_merge(base: dict, extra: dict, atomic: Iterable[str] = ()) -> dict:
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = f"{prefix}{field.alias or name}"
         keys.append(path)
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
@@ -151,6 +151,8 @@ def _absolutize(cfg: Config) -> Config:
     if looks_local(cfg.model.name_or_path):
         cfg.model.name_or_path = fix(cfg.model.name_or_path)
     cfg.augment.protected_terms = fix(cfg.augment.protected_terms)
+    cfg.data.label_fixes = fix(cfg.data.label_fixes)
+    cfg.data.replay.from_ = fix(cfg.data.replay.from_)
     bt = cfg.augment.backtranslation
     for attr in ("forward", "backward"):
         value = getattr(bt, attr)

@@ -36,9 +36,9 @@ def rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, s
     for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out.extend(rows(ann, f"{prefix}{name}."))
+            out.extend(rows(ann, f"{prefix}{field.alias or name}."))
             continue
-        out.append((f"{prefix}{name}", _type_name(ann), _default(field),
+        out.append((f"{prefix}{field.alias or name}", _type_name(ann), _default(field),
                     (field.description or "").replace("|", "or")))
     return out
 

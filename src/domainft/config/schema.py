@@ -13,6 +13,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ReplayConfig(Strict):
+    # `from` is a Python keyword: the field is from_, read and written as `from`.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_by_name=True,
+                              validate_by_alias=True, serialize_by_alias=True)
+
+    from_: Optional[str] = Field(
+        None, alias="from", description="Continual retraining: a previous run's output_dir. Its prepared train split's "
+                                        "original rows are mixed into the new train split (aug_op `replay`), and after "
+                                        "training its eval split is scored again, so forgetting is visible.")
+    fraction: float = Field(0.2, ge=0.0, le=1.0, description="Share of the previous train split's original rows replayed "
+                                                             "(stratified by label, seeded by train.seed); 0: none, only "
+                                                             "the forgetting metrics.")
+
+
 class DataConfig(Strict):
     train: str = Field(description="Training corpus: a file, a folder, a glob, or a URI pyarrow accepts (s3://, gs://).")
     eval: Optional[str] = Field(None, description="Optional eval corpus; else `eval_fraction` of train is held out (stratified).")
@@ -38,6 +52,11 @@ class DataConfig(Strict):
     unescape_html: bool = Field(False, description="Unescape HTML entities (&amp; ...) while cleaning.")
     dedupe: bool = Field(True, description="Remove exact duplicate (text, label) rows, counted.")
     encoding: str = Field("utf-8", description="Text encoding of the input files.")
+    label_fixes: Optional[str] = Field(
+        None, description="A reviewer's label fixes, applied before dedupe and split: CSV with `row_id` (or `source` and "
+                          "`line`) and `fix` (a label, or `drop`); rows with an empty fix are ignored, so the audit's "
+                          "label_issues.csv with its `fix` cells filled in is a valid file.")
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
 
 
 class ModelConfig(Strict):

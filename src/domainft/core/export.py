@@ -10,6 +10,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 
 from domainft.core.model import build_model, build_tokenizer, label_maps
+from domainft.data.labels import MODEL_MARKER
 
 _PREFIX = "module."
 
@@ -88,6 +89,8 @@ def _save_hf(model: torch.nn.Module, out_dir: Union[str, Path], label_names: Seq
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["id2label"] = {str(i): name for i, name in id2label.items()}
     config["label2id"] = label2id
+    # Marks a domainft classifier: training that starts from this folder keeps these labels' ids.
+    config[MODEL_MARKER] = {"label_names": list(label_names)}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
 

@@ -7,6 +7,8 @@ import torch
 from transformers import (AutoConfig, AutoModelForSequenceClassification, PretrainedConfig,
                           PreTrainedModel, PreTrainedTokenizerBase)
 
+from domainft.core.continual import widen_head
+from domainft.data.labels import model_label_names
 from domainft.data.tokenize import load_tokenizer
 
 
@@ -59,7 +61,17 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
     Returns:
         An AutoModelForSequenceClassification. A checkpoint that already has a head of another
         size gets a fresh one (ignore_mismatched_sizes); a same-sized head is kept as trained.
+        A classifier domainft exported (continual retraining) whose labels are the first of
+        `label_names` keeps its head: widened for the new labels, the old rows as trained.
+
+    Raises:
+        ValueError: a domainft classifier whose labels are not the first of `label_names`, in order.
     """
+    previous = model_label_names(name_or_path)
+    names = list(label_names)
+    if previous is not None and names[:len(previous)] != previous:
+        raise ValueError(f"{name_or_path} is a domainft classifier with labels {previous}: continuing from it needs "
+                         f"those labels first, in that order, then new ones (got {names})")
     config = build_config(name_or_path, label_names, trust_remote_code, revision)
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
     if load_in_8bit:
@@ -72,9 +84,12 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_8bit=True, llm_int8_skip_modules=build_layer_map(meta).head_module_names())
         kwargs["device_map"] = {"": str(device or "cpu")}
-    return AutoModelForSequenceClassification.from_pretrained(
+    model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, config=config, trust_remote_code=trust_remote_code, revision=revision,
         ignore_mismatched_sizes=True, use_safetensors=True, **kwargs)  # never unpickle a .bin
+    if previous is not None and len(names) > len(previous):
+        widen_head(model, name_or_path, len(previous))
+    return model
 
 
 def build_model_from_config(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,

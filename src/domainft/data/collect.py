@@ -33,8 +33,12 @@ def where(fmt: str, line: int) -> str:
 
 
 class Collector:
-    def __init__(self, files: list[SourceFile], rejects: Optional[IO[str]] = None):
+    def __init__(self, files: list[SourceFile], rejects: Optional[IO[str]] = None,
+                 fix_ids: Optional[list[str]] = None):
         self.files, self.rejects = files, rejects
+        # data.label_fixes: the source_ids a fix names, and the key of each good record found for one
+        self.fix_ids = pa.array(fix_ids, pa.string()) if fix_ids else None
+        self.fix_hits: dict[str, int] = {}
         self.rows_read, self.blank_lines = 0, 0
         self.rejected: Counter = Counter()
         self.first_reject: Optional[dict] = None
@@ -57,6 +61,10 @@ class Collector:
         if bad.any():
             self._rejects(t.filter(bad))
             t = t.filter(~bad)
+        if self.fix_ids is not None:
+            hit = pc.is_in(t.column("source_id"), value_set=self.fix_ids)
+            found = t.filter(hit)
+            self.fix_hits.update(zip(found.column("source_id").to_pylist(), found.column("key").to_pylist()))
         enc = pc.dictionary_encode(t.column("label")).combine_chunks()
         lut = np.array([self.vocab.setdefault(v, len(self.vocab)) for v in enc.dictionary.to_pylist()] or [0],
                        dtype=np.int32)

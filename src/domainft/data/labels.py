@@ -41,3 +41,54 @@ def read_label_map(path: str) -> list[str]:
     """The label names (index = id) of a prepared data folder's label_map.json."""
     with open(path, encoding="utf-8") as f:
         return list(json.load(f)["label_names"])
+
+
+MODEL_MARKER = "domainft"  # key of a domainft classifier's config.json: {"label_names": [...]} (core/export.py)
+
+
+def model_label_names(name_or_path: str) -> Optional[list[str]]:
+    """The label names (index = id) of a classifier domainft exported (a `best/` folder), read from
+    its config.json; None for any other model (a hub name, a base model, a classifier from elsewhere).
+
+    Raises:
+        ValueError: the marker's labels disagree with the config's id2label (an edited config.json).
+    """
+    path = os.path.join(os.path.expanduser(name_or_path), "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    names = (config.get(MODEL_MARKER) or {}).get("label_names") if isinstance(config, dict) else None
+    if not names:
+        return None
+    id2label = config.get("id2label") or {}
+    if [id2label.get(str(i)) for i in range(len(names))] != list(names) or len(id2label) != len(names):
+        raise ValueError(f"{path}: its {MODEL_MARKER}.label_names {names} disagree with its id2label {id2label}")
+    return [str(n) for n in names]
+
+
+def continual_label_names(previous: Optional[list[str]], explicit: Optional[list[str]],
+                          seen: Iterable[str]) -> list[str]:
+    """The label set when training continues from a classifier with labels `previous`: those first, in
+    their order (old classes keep their ids, and a label absent from the new data stays), then the new
+    data's other labels (explicit or inferred order). Without `previous`: `build_label_names`."""
+    new = build_label_names(explicit, seen)
+    if not previous:
+        return new
+    return list(previous) + [n for n in new if n not in previous]
+
+
+def label_order_problem(previous: list[str], explicit: Optional[list[str]]) -> Optional[str]:
+    """Why an explicit `data.labels` cannot continue a classifier with labels `previous` (None: it can):
+    it must list them first, in their order, so that their ids stay."""
+    if explicit is None:
+        return None
+    given = [str(x).strip() for x in explicit]
+    if given[:len(previous)] != list(previous):
+        return (f"data.labels {given} must start with the labels of the model it continues, in their order "
+                f"({previous}), so that old classes keep their ids; append new labels after them, or remove "
+                f"data.labels")
+    return None

@@ -43,14 +43,22 @@ def build_report(*, rows_read: int, rejected: dict, counts: dict, label_names: l
 
 
 def count_problems(report: dict) -> list[str]:
-    """Empty when the counts add up: read = kept + rejected + duplicates + empty; kept = train + eval before
-    balancing."""
+    """Empty when the counts add up: read = kept + rejected + duplicates + empty (+ dropped by label fixes);
+    kept = train + eval before balancing."""
     p = []
     lhs = report["rows_read"]
+    dropped = (report.get("fixes_applied") or {}).get("dropped", 0)
     rhs = (report["rows_kept"] + sum(report["rejected"].values()) + report["duplicates_removed"]
-           + report["empty_removed"])
+           + report["empty_removed"] + dropped)
     if lhs != rhs:
-        p.append(f"rows_read {lhs} != rows_kept + rejected + duplicates_removed + empty_removed = {rhs}")
+        p.append(f"rows_read {lhs} != rows_kept + rejected + duplicates_removed + empty_removed"
+                 f"{' + dropped by label fixes' if dropped else ''} = {rhs}")
+    fixes = report.get("fixes_applied")
+    if fixes and sum(fixes["changes"].values()) != fixes["relabelled"]:
+        p.append(f"fixes_applied: relabelled {fixes['relabelled']} != the sum of its changes")
+    replay = report.get("replay")
+    if replay and sum(replay["by_class"].values()) != replay["rows_added"]:
+        p.append(f"replay: rows_added {replay['rows_added']} != the sum of by_class")
     split_sum = sum(report["class_counts_before"].values()) + sum(report["class_counts_eval"].values())
     if split_sum != report["rows_kept"]:
         p.append(f"rows_kept {report['rows_kept']} != train before balancing + eval = {split_sum}")
@@ -79,6 +87,15 @@ def format_report(r: dict) -> str:
         f"  {'max/min class ratio':<28}{_ratio(r['max_class_ratio_before']):>10} -> "
         f"{_ratio(r['max_class_ratio_after'])}   (limit {b['max_class_ratio']:g}, train split only)",
     ]
+    if r.get("fixes_applied"):
+        fx = r["fixes_applied"]
+        lines.append(f"  {'label fixes applied':<28}{fx['relabelled'] + fx['dropped']:>10}   "
+                     f"({fx['relabelled']} relabelled, {fx['dropped']} dropped, {fx['unchanged']} confirmed; "
+                     f"{fx['file']})")
+    if r.get("replay"):
+        rp = r["replay"]
+        lines.append(f"  {'replayed train rows':<28}{rp['rows_added']:>10}   ({rp['fraction']:g} of "
+                     f"{rp['previous_originals']} original rows of {rp['from']}; aug_op \"replay\")")
     if r.get("blank_lines"):
         lines.append(f"  {'blank lines skipped':<28}{r['blank_lines']:>10}   (not records)")
     width = max([5] + [len(n) for n in r["label_names"]])

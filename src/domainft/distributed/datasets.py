@@ -22,8 +22,10 @@ import ray.data
 from domainft.config.schema import Config
 from domainft.data.chunks import read_plan
 from domainft.data.collect import COLUMNS, Collector
+from domainft.data.continual import final_labels, replay_class_counts, resolve_label_sources
 from domainft.data.layout import PreparedLayout
-from domainft.data.labels import build_label_names, write_label_map
+from domainft.data.label_fixes import file_digest
+from domainft.data.labels import model_label_names, write_label_map
 from domainft.data.plan import EVAL, TRAIN, make_plan, select_rows
 from domainft.data.readers import ParseOptions, parse_chunk
 from domainft.data.report import build_report, count_problems, fingerprint, format_report
@@ -47,10 +49,31 @@ def prepare_fingerprint(cfg: Config) -> str:
     """Hash of data + augment config, seed, each local input file's path, size and mtime, and what
     decides the tokenizer: model path, revision, trust_remote_code, a local folder's tokenizer files."""
     d, m = cfg.data, cfg.model
-    inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format)}
+    inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format),
+              "labels": _label_signature(cfg)}
     model = {"name_or_path": m.name_or_path, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
              "tokenizer_files": tokenizer_signature(m.name_or_path)}
     return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), model, cfg.train.seed, inputs)
+
+
+def _label_signature(cfg: Config) -> dict:
+    """What beyond the corpus decides the labels: the continued model's labels, the replayed run's
+    prepared data, the label fix file's content."""
+    d = cfg.data
+    out: dict = {}
+    try:
+        out["model_labels"] = model_label_names(cfg.model.name_or_path)
+    except ValueError:
+        out["model_labels"] = "invalid"  # resolve_label_sources reports it
+    if d.label_fixes and os.path.isfile(d.label_fixes):
+        out["label_fixes"] = file_digest(d.label_fixes)
+    if d.replay.from_:
+        try:
+            with open(PreparedLayout(d.replay.from_).report, encoding="utf-8") as f:
+                out["replay"] = json.load(f).get("fingerprint")
+        except (OSError, ValueError):
+            out["replay"] = None
+    return out
 
 
 def _fresh_report(cfg: Config, fp: str) -> Optional[dict]:
@@ -97,7 +120,9 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
     spec = encoder_spec(load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code), m.name_or_path, m.revision,
                         m.trust_remote_code)
     files = collect_sources(d.train, d.eval, d.format)
-    explicit = build_label_names(d.labels, []) if d.labels is not None else None
+    # the continued model's labels, data.replay, data.label_fixes: checked before Ray starts
+    sources = resolve_label_sources(m.name_or_path, d.labels, d.replay.from_, d.replay.fraction, d.label_fixes, files)
+    explicit = sources.explicit
     opts = ParseOptions(d.text_column, d.label_column, d.encoding, tuple(explicit) if explicit else None, d.nfkc,
                         d.unescape_html)
     rejects_path = layout.rejects if d.on_bad_record == "skip" else None
@@ -116,14 +141,16 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
         lap("setup")
         parsed = _parse(files, opts, d.quoting, chunk_bytes, live.reporter())  # 1. read, validate, clean, hash
         lap("read_parse_clean")
-        collector = _collect(parsed, files, rejects_path)  # 2. counts and small columns on the driver
+        collector = _collect(parsed, files, rejects_path, sources.fixes)  # 2. counts and small columns on the driver
         if d.on_bad_record == "error" and (err := collector.first_error()) is not None:
             raise err
         names, arrays = collector.arrays(explicit)  # 3. global decisions: dedupe, split, balance
+        names, arrays, extras = final_labels(sources, names, arrays, collector.fix_hits, cfg.train.seed, d.nfkc,
+                                             d.unescape_html)  # continued model's labels first, replay, fixes
         plan = make_plan(**arrays, n_labels=len(names), dedupe=d.dedupe, has_eval_source=d.eval is not None,
                          eval_fraction=d.eval_fraction, seed=cfg.train.seed, max_ratio=d.max_class_ratio,
                          balance=d.balance)
-        _check_not_empty(plan.counts, names, collector)
+        _check_not_empty(plan.counts, names, collector, replay_class_counts(extras, names))
         lap("collect_plan")
         ref = [ray.put((plan.keys, plan.split, plan.repeat, plan.label))]  # in a list: not auto-resolved
         splits = {s: parsed.map_batches(_select, fn_kwargs={"plan": ref, "want": want}, batch_format="pyarrow")
@@ -131,6 +158,8 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
         aug_report = None
         if cfg.augment.enabled:  # 4. augmentation of the train split only, before tokenizing
             splits["train"], aug_report = _augment(splits["train"], splits["eval"], cfg, augment)
+        if extras.get("replay_table") is not None:  # replayed rows: after augmentation (never augmented)
+            splits["train"] = splits["train"].union(ray.data.from_arrow(extras.pop("replay_table")))
         dirs, rows = {"train_dir": layout.train, "eval_dir": layout.eval}, {}
         actors = None if cfg.augment.enabled else max(1, min(_cpus(), parsed.num_blocks()))
         planned = {"train": None if cfg.augment.enabled else sum(plan.counts["train_after"]),
@@ -155,6 +184,7 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
     report["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
     if aug_report is not None:
         report["augmentation"] = aug_report
+    report.update({k: v for k, v in extras.items() if k != "replay_table"})
     problems = count_problems(report)
     if problems:
         raise RuntimeError("prepare: counts do not add up (a bug): " + "; ".join(problems))
@@ -166,11 +196,11 @@ def run_prepare(cfg: Config, force: bool = False, *, chunk_bytes: Optional[int] 
     return report
 
 
-def _collect(parsed, files, rejects_path: Optional[str]) -> Collector:
+def _collect(parsed, files, rejects_path: Optional[str], fixes=None) -> Collector:
     """Stream the parsed rows' small columns to the driver (the projection runs where the blocks
     are: no text travels), writing rejects as they come. Raises UserError for unreadable files."""
     with open(rejects_path or os.devnull, "w", encoding="utf-8") as fh:
-        collector = Collector(files, fh if rejects_path else None)
+        collector = Collector(files, fh if rejects_path else None, fixes.source_ids() if fixes else None)
         for batch in parsed.select_columns(COLUMNS).iter_batches(batch_format="pyarrow", batch_size=None):
             collector.add(batch)
     collector.raise_if_fatal()
@@ -228,14 +258,15 @@ def _select(batch: pa.Table, plan: list, want: int) -> pa.Table:
     return select_rows(batch, keys, split, repeat, label, want)
 
 
-def _check_not_empty(counts: dict, names: list[str], collector: Collector) -> None:
+def _check_not_empty(counts: dict, names: list[str], collector: Collector, replayed: Optional[list] = None) -> None:
     summary = (f"{collector.rows_read} rows read, {sum(collector.rejected.values())} rejected, "
                f"{counts['duplicates_removed']} duplicates, {counts['empty_removed']} empty")
     if sum(counts["train_after"]) == 0:
         raise UserError(f"data.train: no training rows left ({summary})")
     if sum(counts["eval"]) == 0:
         raise UserError(f"no eval rows left ({summary}); give data.eval or a larger data.eval_fraction")
-    present = [n for n, c in zip(names, counts["train_before"]) if c]
+    replayed = replayed or [0] * len(names)
+    present = [n for n, c, r in zip(names, counts["train_before"], replayed) if c or r]
     if len(present) < 2:
         raise UserError(f"data.train: a classifier needs at least 2 labels, found {present} ({summary})")
 

@@ -199,11 +199,27 @@ def train_prepared(cfg: Config, report: dict, callbacks: Optional[list] = None, 
         raise user_error_of(result.error) or result.error
     with console.to_log():  # DeepSpeed's consolidation and transformers' save reports
         summary = finalize(cfg, result, report)
+        summary.update(continual_scores(cfg, report, summary["best_model_dir"]))
     summary["seconds"] = round(time.time() - t0, 1)
     write_json(os.path.join(cfg.output_dir, "metrics.json"), summary)
     if not quiet:
         print(format_summary(summary, with_history=False))
     return summary
+
+
+def continual_scores(cfg: Config, report: dict, best_dir: str) -> dict:
+    """{"continual": scores on the previous run's eval split and the new one, before and after} when
+    this run continues one (data.replay.from, or a domainft best/ as model.name_or_path); else {}."""
+    from domainft.core.scoring import forgetting_metrics
+    from domainft.data.replay import previous_output_dir, previous_run
+
+    previous = previous_output_dir(cfg.data.replay.from_, cfg.model.name_or_path, cfg.output_dir)
+    if previous is None or not report.get("eval_dir"):
+        return {}
+    prev = previous_run(previous)
+    scores = forgetting_metrics(prev.eval_dir, prev.label_names, report["eval_dir"], report["label_names"], best_dir,
+                                cfg.model.name_or_path, cfg.data.max_length)
+    return {"continual": {"previous_output_dir": previous, **scores}}
 
 
 def user_error_of(error: BaseException) -> Optional[UserError]:
