@@ -74,7 +74,7 @@ class OptimConfig(Strict):
     layer_decay: float = Field(0.9, gt=0.0, le=1.0, description="LR of a group = lr * layer_decay ** depth_from_top.")
     layer_lrs: Optional[list[float]] = Field(
         None, description="Explicit peak LR per encoder depth, top first (depth 1..L, then embeddings). Overrides layer_decay.")
-    head_lr_mult: float = Field(1.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0).")
+    head_lr_mult: float = Field(10.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0): the new, randomly initialised head learns far faster than the pretrained layers (benchmarks/recipe.py: eval loss 0.28 vs 0.85 after one epoch on an imbalanced 600-row corpus).")
     lr_scaling: Literal["none", "sqrt", "linear"] = Field(
         "none", description="Scale every peak LR with the global batch (workers x batch_size x grad_accum) relative to "
                             "`lr_reference_batch`: sqrt or linear in their ratio. Keeps a recipe tuned on one worker "
