@@ -36,7 +36,7 @@ def _cfg(out, corpus, model, **data):
     return validate_dict({
         "output_dir": str(out), "model": {"name_or_path": str(model)},
         "data": {"train": str(corpus), "eval_fraction": 0.2, "max_length": 24, **data},
-        "optim": {"lr": 3e-3, "warmup_ratio": 0.05},
+        "optim": {"lr": 3e-3, "head_lr_mult": 1.0, "warmup_ratio": 0.05},
         "unfreeze": {"every_epochs": 0},
         "train": {"epochs": 3, "batch_size": 8, "seed": 4, "log_every_steps": 100},
         "deepspeed": {"zero_stage": 0},

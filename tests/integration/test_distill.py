@@ -56,7 +56,7 @@ def test_small_student_learns_from_the_teacher_and_exports(ray_cluster, tmp_path
            # narrower than the teacher (16 of 32): its sliced initial weights score near chance
            "distill": {"teacher": str(teacher), "student_layers": [1, 3], "student_hidden_size": 16,
                        "temperature": 2.0, "alpha": 0.7},
-           "optim": {"lr": 2e-3, "warmup_ratio": 0.05}, "unfreeze": {"every_epochs": 0},
+           "optim": {"lr": 2e-3, "head_lr_mult": 1.0, "warmup_ratio": 0.05}, "unfreeze": {"every_epochs": 0},
            "train": {"epochs": 2, "batch_size": 16, "seed": 3, "max_steps_per_epoch": 15},
            "deepspeed": {"zero_stage": 2}, "scaling": {"num_workers": 2, "cpus_per_worker": 0.5}}
     cfg = validate_dict(apply_overrides(raw, []))

@@ -22,7 +22,7 @@ EPOCHS = 3
 def _cfg(out, data, model_dir, *overrides):
     raw = {
         "output_dir": str(out), "data": {"train": data["train_dir"]}, "model": {"name_or_path": str(model_dir)},
-        "optim": {"lr": 2e-3, "layer_decay": 0.8, "warmup_ratio": 0.05},
+        "optim": {"lr": 2e-3, "head_lr_mult": 1.0, "layer_decay": 0.8, "warmup_ratio": 0.05},
         "unfreeze": {"every_epochs": 1, "initial_layers": 1, "thaw_warmup_steps": 5},
         "train": {"epochs": EPOCHS, "batch_size": 16, "seed": 7, "log_every_steps": 10},
         "deepspeed": {"zero_stage": 2},

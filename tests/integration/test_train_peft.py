@@ -21,7 +21,7 @@ def _cfg(out, data, model_dir, *overrides):
     raw = {
         "output_dir": str(out), "data": {"train": data["train_dir"], "max_length": 64},  # rows are <= 41 tokens
         "model": {"name_or_path": str(model_dir)},
-        "optim": {"lr": 5e-3, "layer_decay": 0.8, "warmup_ratio": 0.05},
+        "optim": {"lr": 5e-3, "head_lr_mult": 1.0, "layer_decay": 0.8, "warmup_ratio": 0.05},
         "unfreeze": {"every_epochs": 0},
         "train": {"epochs": 1, "batch_size": 16, "seed": 7, "log_every_steps": 10, "max_steps_per_epoch": 12},
         "deepspeed": {"zero_stage": 2},

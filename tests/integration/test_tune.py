@@ -21,7 +21,7 @@ EPOCHS = 2
 def _write_base(path, splits, model_dir, out):
     raw = {
         "output_dir": str(out), "data": {"train": splits["train_dir"]}, "model": {"name_or_path": str(model_dir)},
-        "optim": {"lr": 1e-3, "layer_decay": 0.8, "warmup_ratio": 0.1},
+        "optim": {"lr": 1e-3, "head_lr_mult": 1.0, "layer_decay": 0.8, "warmup_ratio": 0.1},
         "unfreeze": {"every_epochs": 0, "initial_layers": 1, "thaw_warmup_steps": 2},
         "train": {"epochs": EPOCHS, "batch_size": 16, "seed": 3, "max_steps_per_epoch": 6, "log_every_steps": 50},
         "deepspeed": {"zero_stage": 0},
