@@ -18,8 +18,8 @@ depth) get --lr-prompt through optim.layer_lrs while the head keeps --lr-adapter
 Goals (issue 11): LoRA trains <= 2% of the parameters within 0.02 macro-F1 of full fine-tuning;
 8-bit AdamW holds <= 0.3x the optimizer-state bytes of fp32 AdamW at the same macro-F1 +- 0.02.
 
-  python benchmarks/peft.py                                  # 400 rows, 3 epochs, 64 tokens
-  python benchmarks/peft.py --rows 1000 --max-length 128      # the whole bbc_demo, longer inputs
+  python benchmarks/peft_regimes.py                                  # 400 rows, 3 epochs, 64 tokens
+  python benchmarks/peft_regimes.py --rows 1000 --max-length 128      # the whole bbc_demo, longer inputs
 """
 from __future__ import annotations
 
