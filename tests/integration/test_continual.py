@@ -45,7 +45,7 @@ def _cfg(out, corpus, model, **data):
     })
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # two training runs on a shared 2-core machine
 def test_continue_from_best_with_a_new_label_and_replay(ray_cluster, tmp_path, tiny_model_dir, capsys):
     # phase 1: labels sorted as inferred, [nature, fruit] -> fruit 0, nature 1
     first = _cfg(tmp_path / "v1", _corpus(tmp_path / "v1.jsonl", {"nature": 80, "fruit": 80}, 1), tiny_model_dir)
