@@ -8,8 +8,8 @@
               the unfreezing schedule for the whole run (step time ratio against domainft)
   domainft_autocast   bf16 through DeepSpeed's torch_autocast (fp32 weights, the client AdamW steps
               them directly) instead of DeepSpeed's pure bf16 weights with fp32 masters
-  domainft_lora, domainft_adamw8bit   a LoRA run and an 8-bit AdamW run, when the config schema has
-              them (the PEFT work); otherwise a line with "skipped" and why
+  domainft_lora, domainft_adamw8bit   a LoRA run (peft.method: lora) and an 8-bit AdamW run
+              (optim.eight_bit: true); without bitsandbytes, a line with "skipped" and why
 
 Every path line has samples/s, step time and, for full fine-tuning, MFU: model FLOPs per sample
 (counted with torch.utils.flop_counter on one forward + backward of the model, eager attention;
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -132,60 +131,19 @@ def bench_hf_trainer(path, ids, labels, batch, steps, warm, precision, device, t
 
 
 def variant_patches() -> dict[str, Union[dict, str]]:
-    """The config patch of each domainft variant; a string instead says why the variant is skipped.
-
-    LoRA and 8-bit AdamW come with the PEFT work: found in the config schema (a `peft` section; an
-    optimizer field or choice named for 8 bits), so this script needs no edit when it lands."""
-    from domainft.config import Config
-
+    """The config patch of each domainft variant; a string instead says why the variant is skipped."""
     out: dict[str, Union[dict, str]] = {
         "domainft": {},
         "domainft_frozen_bottom_half": {"frozen_half": True},
         "domainft_autocast": {"precision": "fp32",
                               "deepspeed": {"overrides": {"torch_autocast": {"enabled": True, "dtype": "bfloat16"}}}},
+        "domainft_lora": {"peft": {"method": "lora"}},
+        "domainft_adamw8bit": {"optim": {"eight_bit": True}},
     }
-    fields = Config.model_fields
-    out["domainft_lora"] = ({"peft": {"method": "lora"}} if "peft" in fields else
-                            "no `peft` section in the config schema: the PEFT work has not landed here")
-    eight = _find_8bit(Config)
-    out["domainft_adamw8bit"] = (eight if eight else
-                                 "no 8-bit optimizer option in the config schema: the PEFT work has not landed here")
-    if eight:
-        try:
-            import bitsandbytes  # noqa: F401
-        except Exception as e:  # an import error of a native library is not always ImportError
-            out["domainft_adamw8bit"] = f"bitsandbytes does not import here: {type(e).__name__}: {e}"
-    return out
-
-
-def _find_8bit(model_cls, prefix: tuple[str, ...] = ()) -> Optional[dict]:
-    """A config patch that turns on an 8-bit optimizer: a bool field named for 8 bits, or a choice whose
-    value is (e.g. `optim.eight_bit: true`, `optim.optimizer: adamw_8bit`)."""
-    from typing import Literal, get_args, get_origin
-
-    from pydantic import BaseModel
-
-    pat = re.compile(r"(8|eight).?bit", re.I)
-    for name, f in model_cls.model_fields.items():
-        ann = f.annotation
-        for t in (ann, *get_args(ann)):
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                found = _find_8bit(t, (*prefix, name))
-                if found:
-                    return found
-            if get_origin(t) is Literal:
-                hit = next((v for v in get_args(t) if isinstance(v, str) and pat.search(v)), None)
-                if hit:
-                    return _nest((*prefix, name), hit)
-        if ann is bool and pat.search(name):
-            return _nest((*prefix, name), True)
-    return None
-
-
-def _nest(keys: tuple[str, ...], value: Any) -> dict:
-    out: Any = value
-    for k in reversed(keys):
-        out = {k: out}
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # an import error of a native library is not always ImportError
+        out["domainft_adamw8bit"] = f"bitsandbytes does not import here: {type(e).__name__}: {e}"
     return out
 
 
