@@ -52,6 +52,13 @@ def save_tiny_bert(d, minilm_path, hidden_size=32):
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_factory():
+    """save_tiny_bert for tests that need another width (a fixture: `from conftest import` would find
+    whichever conftest module pytest imported first under that name)."""
+    return save_tiny_bert
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, minilm_path):
     """A 4-layer BERT at hidden size 32 (see save_tiny_bert)."""
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_path)

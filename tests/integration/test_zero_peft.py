@@ -15,12 +15,10 @@ THAW, AFTER = 3, 4  # depth 2 thaws after step 3; then 4 updates are compared wi
 
 
 @pytest.fixture(scope="module")
-def wide_model_dir(tmp_path_factory, minilm_path):
+def wide_model_dir(tmp_path_factory, minilm_path, tiny_bert_factory):
     """tiny_model_dir's 4-layer BERT at hidden 64: its FFN matrices (8192 elements) get 8-bit moments
     even at ZeRO 0, where bitsandbytes keeps 32-bit moments for tensors under 4096 elements."""
-    from conftest import save_tiny_bert
-
-    return save_tiny_bert(tmp_path_factory.mktemp("wide_bert"), minilm_path, hidden_size=64)
+    return tiny_bert_factory(tmp_path_factory.mktemp("wide_bert"), minilm_path, hidden_size=64)
 
 
 class _GradSpy:
