@@ -48,7 +48,7 @@ def _cfg(out, corpus, model_dir, **data):
         "data": {"train": str(corpus), "eval_fraction": 0.1, "max_length": 24, "max_class_ratio": 1.2, **data},
         "optim": {"lr": 3e-4, "warmup_ratio": 0.05},
         "unfreeze": {"every_epochs": 0},
-        "train": {"epochs": 3, "batch_size": 8, "seed": 3, "log_every_steps": 1000},
+        "train": {"epochs": 2, "batch_size": 8, "seed": 3, "log_every_steps": 1000},
         "deepspeed": {"zero_stage": 0},
         "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
         "run": {"keep_checkpoints": 1},

@@ -38,7 +38,7 @@ def _cfg(out, corpus, model, **data):
         "data": {"train": str(corpus), "eval_fraction": 0.2, "max_length": 24, **data},
         "optim": {"lr": 3e-3, "head_lr_mult": 1.0, "warmup_ratio": 0.05},
         "unfreeze": {"every_epochs": 0},
-        "train": {"epochs": 3, "batch_size": 8, "seed": 4, "log_every_steps": 100},
+        "train": {"epochs": 2, "batch_size": 8, "seed": 4, "log_every_steps": 100},
         "deepspeed": {"zero_stage": 0},
         "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
         "run": {"keep_checkpoints": 1},
