@@ -66,7 +66,7 @@ def main() -> None:
     import ray
 
     from domainft.config import load_config
-    from domainft.distributed.audit import run_audit
+    from domainft.commands.audit import run_audit
 
     out = Path(args.out)
     corpus = out / "bbc_flipped.jsonl"

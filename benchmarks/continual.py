@@ -66,7 +66,7 @@ def main() -> None:
     import ray
 
     from domainft.config import load_config
-    from domainft.distributed.trainer import run_train
+    from domainft.commands.train import run_train
 
     out = Path(args.out)
     a, b = halves(ROOT / "data" / "bbc_demo.jsonl", args.seed)

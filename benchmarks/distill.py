@@ -41,9 +41,9 @@ def main() -> None:
     import ray
 
     from domainft.config import apply_overrides, load_config, to_dict, validate_dict
-    from domainft.distributed.datasets import ensure_prepared
-    from domainft.distributed.distill import distill_prepared, student_run_config
-    from domainft.distributed.trainer import train_prepared
+    from domainft.commands.distill import distill_prepared, student_run_config
+    from domainft.commands.prepare import ensure_prepared
+    from domainft.commands.train import train_prepared
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2, log_to_driver=False)
     out = Path(args.out)

@@ -94,7 +94,7 @@ class PeakRSS(threading.Thread):
 
 def run_regime(name: str, base: dict, report: dict, out: Path, lrs: dict, num_layers: int) -> dict:
     from domainft.config import apply_overrides, validate_dict
-    from domainft.distributed.trainer import train_prepared
+    from domainft.commands.train import train_prepared
 
     kind = LR_KIND[name]
     lr = [f"optim.lr={lrs['adapter' if kind == 'prompt' else kind]}"]
@@ -133,7 +133,7 @@ def main() -> int:
     import ray
 
     from domainft.config import validate_dict
-    from domainft.distributed.datasets import run_prepare
+    from domainft.commands.prepare import run_prepare
 
     out = Path(a.out or tempfile.mkdtemp(prefix="domainft_peft_bench_"))
     out.mkdir(parents=True, exist_ok=True)

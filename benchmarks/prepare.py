@@ -156,8 +156,9 @@ def run_memory(cpus: int, corpus: Path, out: Path, max_length: int) -> dict:
 
     import ray
 
+    from domainft.commands.prepare import run_prepare
     from domainft.config import validate_dict
-    from domainft.distributed import datasets
+    from domainft.distributed.datasets import CHUNK_BYTES
 
     ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=2 * 1024**3, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
@@ -166,13 +167,13 @@ def run_memory(cpus: int, corpus: Path, out: Path, max_length: int) -> dict:
                              "data": {"train": str(corpus), "max_length": max_length, "eval_fraction": 0.1}})
         start = time.perf_counter()
         with PeakMemory() as mem, contextlib.redirect_stdout(sys.stderr):
-            report = datasets.run_prepare(cfg, force=True)
+            report = run_prepare(cfg, force=True)
         seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
     return {"cpus": cpus, "seconds": round(seconds, 1), "rows_read": report["rows_read"],
             "train_rows": report["train_rows"], "rejected": report["rejected"],
-            "chunk_bytes": datasets.CHUNK_BYTES, "phase_seconds": report["phase_seconds"], **mem.report()}
+            "chunk_bytes": CHUNK_BYTES, "phase_seconds": report["phase_seconds"], **mem.report()}
 
 
 def run(cpus: int, corpus: Path, out: Path, max_length: int, repeats: int) -> dict:
@@ -181,8 +182,8 @@ def run(cpus: int, corpus: Path, out: Path, max_length: int, repeats: int) -> di
 
     import ray
 
+    from domainft.commands.prepare import run_prepare
     from domainft.config import validate_dict
-    from domainft.distributed.datasets import run_prepare
 
     ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=1024**3, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})

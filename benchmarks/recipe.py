@@ -148,8 +148,8 @@ def main() -> None:
 
     import ray
 
-    from domainft.distributed.datasets import run_prepare
-    from domainft.distributed.trainer import train_prepared
+    from domainft.commands.prepare import run_prepare
+    from domainft.commands.train import train_prepared
 
     out = Path(args.out)
     corpora = build_corpora(out / "corpora")

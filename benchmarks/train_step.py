@@ -159,6 +159,7 @@ def bench_domainft(path, ids, labels, batch, steps, warm, precision, use_gpu, tm
     from domainft.config.load import deep_merge
     from domainft.distributed.progress import LiveProgress
     from domainft.distributed.trainer import build_trainer
+    from domainft.planning import build_spec
 
     patch = dict(patch)
     frozen_half = patch.pop("frozen_half", False)
@@ -184,9 +185,10 @@ def bench_domainft(path, ids, labels, batch, steps, warm, precision, use_gpu, tm
     }
     cfg = validate_dict(deep_merge(base, patch))
     report = {"train_dir": str(split_dir / "train"), "eval_dir": str(split_dir / "eval"),
-              "label_names": [str(i) for i in range(NUM_LABELS)], "train_rows": n, "eval_rows": batch}
+              "label_names": [str(i) for i in range(NUM_LABELS)], "train_rows": n, "eval_rows": batch,
+              "pad_token_id": 0}
     with LiveProgress() as live, console.to_log():
-        result = build_trainer(cfg, report, pad_token_id=0, progress_hub=live.hub).fit()
+        result = build_trainer(build_spec(cfg, report), progress_hub=live.hub).fit()
     if result.error is not None:
         raise result.error
     return {"samples_per_s": result.metrics["train_samples_per_s"], "zero_stage": zero_stage}

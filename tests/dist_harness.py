@@ -2,7 +2,7 @@
 
 `run_world(fn, world, *args)` spawns `world` processes; each calls `fn(rank, world, *args)` after
 joining the process group. An exception in any rank fails the call with that rank's traceback.
-`build_engine_for_test` builds a real DeepSpeed engine the way a worker does (core/recipe.py's
+`build_engine_for_test` builds a real DeepSpeed engine the way a worker does (distributed/worker_setup.py's
 order: model, PEFT, layer map, frozen-for-the-run parameters, groups, LR lambdas, gradient stop).
 """
 import os

@@ -1,13 +1,13 @@
-"""`domainft` command line: the only reader of argv. Heavy layers are imported lazily."""
+"""`domainft` command line: the only reader of argv; each command is a driver in domainft.commands,
+imported lazily (so are the heavy layers)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 
-from domainft.config import ConfigError, dump_yaml, load_config
+from domainft.config import ConfigError, load_config
 from domainft.errors import UserError
 
 
@@ -43,28 +43,25 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(a) -> int:
-    cfg = _load(a, logs=False)
-    if cfg.peft.method != "none":  # target modules, virtual tokens: the model's modules (meta device, imports torch)
-        from domainft.planning import check_model
+    from domainft.commands.validate import run_validate
 
-        check_model(cfg)
-    print(dump_yaml(cfg), end="")
+    print(run_validate(_load(a, logs=False), a.config), end="")
     print("# valid", file=sys.stderr)
     return 0
 
 
 def cmd_prepare(a) -> int:
     cfg = _load(a)
-    from domainft.distributed.datasets import run_prepare
+    from domainft.commands.prepare import main
 
-    run_prepare(cfg, force=True)
+    main(cfg)
     _closing(cfg)
     return 0
 
 
 def cmd_augment(a) -> int:
     cfg = _load(a)
-    from domainft.distributed.augment_command import run_augment
+    from domainft.commands.augment import run_augment
 
     run_augment(cfg)
     _closing(cfg)
@@ -73,23 +70,16 @@ def cmd_augment(a) -> int:
 
 def cmd_train(a) -> int:
     cfg = _load(a)
-    if cfg.distill.teacher:
-        raise UserError(f"{a.config}: distill.teacher is set: run `domainft distill {a.config}` to distil, or remove it")
-    if cfg.augment.ab:
-        from domainft.distributed.ab import run_ab
+    from domainft.commands.train import main
 
-        run_ab(cfg)
-    else:
-        from domainft.distributed.trainer import run_train
-
-        run_train(cfg)
+    main(cfg, source=a.config)
     _closing(cfg)
     return 0
 
 
 def cmd_distill(a) -> int:
     cfg = _load(a)
-    from domainft.distributed.distill import run_distill
+    from domainft.commands.distill import run_distill
 
     run_distill(cfg)
     _closing(cfg)
@@ -97,16 +87,14 @@ def cmd_distill(a) -> int:
 
 
 def cmd_plan(a) -> int:
-    cfg = _load(a, logs=False)
-    from domainft.planning import format_plan, make_plan
+    from domainft.commands.plan import run_plan
 
-    plan = make_plan(cfg, num_gpus=a.gpus)
-    print(json.dumps(plan, indent=2) if a.json else format_plan(plan))
+    print(run_plan(_load(a, logs=False), a.gpus, a.json))
     return 0
 
 
 def cmd_tune(a) -> int:
-    from domainft.distributed.tuning import run_tune
+    from domainft.commands.tune import run_tune
 
     run_tune(a.config, a.overrides)
     return 0
@@ -114,7 +102,7 @@ def cmd_tune(a) -> int:
 
 def cmd_terms(a) -> int:
     cfg = _load(a)
-    from domainft.data.term_file import run_terms
+    from domainft.commands.terms import run_terms
 
     run_terms(cfg, a.top, a.out)
     _closing(cfg)
@@ -123,7 +111,7 @@ def cmd_terms(a) -> int:
 
 def cmd_audit(a) -> int:
     cfg = _load(a)
-    from domainft.distributed.audit import run_audit
+    from domainft.commands.audit import run_audit
 
     run_audit(cfg, a.folds)
     _closing(cfg)
@@ -139,18 +127,13 @@ def cmd_k8s_validate(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from domainft.export.pipeline import format_summary, run_export
+    from domainft.commands.export import run
 
-    report = run_export(a.model_dir, a.out_dir, quantize=a.quantize, check=a.check, max_length=a.max_length,
-                        trust_remote_code=a.trust_remote_code, exporter=a.exporter, threads=a.threads)
-    print(format_summary(report))
-    return 0 if report["passed"] else 1  # a failed parity / int8 check is not a user error: exit 1
+    return run(a.model_dir, a.out_dir, quantize=a.quantize, check=a.check, max_length=a.max_length,
+               trust_remote_code=a.trust_remote_code, exporter=a.exporter, threads=a.threads)
 
 
 def cmd_serve(a) -> int:
-    from pathlib import Path
-
-    from domainft import console
     from domainft.config.serve import validate_serve
 
     cfg = validate_serve({k: v for k, v in (
@@ -159,11 +142,7 @@ def cmd_serve(a) -> int:
         ("replica_cpus", a.replica_cpus), ("max_batch_size", a.max_batch_size), ("batch_wait_ms", a.batch_wait_ms),
         ("max_queued", a.max_queued), ("max_texts", a.max_texts), ("max_body_bytes", a.max_body_bytes),
         ("trust_remote_code", a.trust_remote_code)) if v is not None}, "domainft serve")
-    from domainft.serving.predictors import check_model_dir
-
-    check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)  # before Ray starts: a wrong folder fails fast
-    console.setup_logging(str(Path.home() / ".cache" / "domainft" / "serve"))  # logs/domainft.log there
-    from domainft.distributed.serve import run_serve
+    from domainft.commands.serve import run_serve
 
     run_serve(cfg, a.host, a.port, a.address)
     return 0
@@ -195,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show Ray, Ray Data, DeepSpeed and transformers output too (always in <output_dir>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run_commands, _add_inspection_commands, _add_export, _add_serve, _add_tools):
+        add(sub)
+    for p in sub.choices.values():  # `domainft train CONFIG --debug` works as well as `domainft --debug train`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_run_commands(sub) -> None:
+    """The commands of the path: a config (and dotted overrides) each."""
     for name, fn, help_ in (
         ("validate", cmd_validate, "validate a config and print it resolved"),
         ("prepare", cmd_prepare, "read, clean, balance, split, augment and tokenize the corpus (Ray Data)"),
@@ -205,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _config_args(p)
         p.set_defaults(fn=fn)
+    p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
+    p.add_argument("config", help="sweep YAML")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")
+    p.set_defaults(fn=cmd_tune)
+
+
+def _add_inspection_commands(sub) -> None:
     p = sub.add_parser("plan", help="parameter groups, LRs, unfreezing timeline, DeepSpeed config, memory (no Ray)")
     _config_args(p)
     p.add_argument("--gpus", type=int, default=None, help="GPUs for the memory estimate (default scaling.num_workers)")
@@ -221,13 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--folds", type=_at_least(2), default=5, help="cross-validation folds (default 5)")
     p.set_defaults(fn=cmd_audit)
-    p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
-    p.add_argument("config", help="sweep YAML")
-    p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")
-    p.set_defaults(fn=cmd_tune)
-    p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
-    p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
-    p.set_defaults(fn=cmd_k8s_validate)
+
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="ONNX Runtime export (fused fp32, optional int8) with parity checks")
     p.add_argument("model_dir", help="a fine-tuned HF classifier folder, e.g. <output_dir>/best")
     p.add_argument("out_dir", help="where model.onnx, model.int8.onnx, the tokenizer and export_report.json go")
@@ -241,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for the checks (torch and ORT)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code shipped with the checkpoint")
     p.set_defaults(fn=cmd_export)
+
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP on Ray Serve (batched; blocks until Ctrl-C)")
     p.add_argument("model_dir", help="a `best/` folder (--backend torch) or a `domainft export` folder (--backend onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
@@ -264,13 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow model code shipped with the checkpoint")
     p.set_defaults(fn=cmd_serve)
+
+
+def _add_tools(sub) -> None:
+    p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
+    p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
+    p.set_defaults(fn=cmd_k8s_validate)
     p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
-    for p in sub.choices.values():  # `domainft train CONFIG --debug` works as well as `domainft --debug train`
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

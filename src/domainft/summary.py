@@ -15,15 +15,21 @@ def epoch_row(h: dict) -> str:
             f"{h['macro_f1']:>8.4f}  {h.get('train_samples_per_s', 0.0):>9.1f}  depth {h['lowest_trainable']}")
 
 
-def format_summary(s: dict, with_history: bool = True) -> str:
-    """The final tables: the epochs (unless already shown live), the best epoch per class, warnings."""
-    lines = ["", EPOCH_HEADER] + [epoch_row(h) for h in s["history"]] if with_history else []
+def best_lines(s: dict) -> list[str]:
+    """A classifier's best epoch: accuracy, macro-F1 and the per-class table."""
     b = s["best"]
-    lines += ["", f"best epoch {b['epoch']} by {s['metric_for_best']}: accuracy {b['accuracy']:.4f}, "
-                  f"macro-F1 {b['macro_f1']:.4f}", "", "class            precision  recall      f1  support"]
+    lines = ["", f"best epoch {b['epoch']} by {s['metric_for_best']}: accuracy {b['accuracy']:.4f}, "
+                 f"macro-F1 {b['macro_f1']:.4f}", "", "class            precision  recall      f1  support"]
     for name, pc in b["per_class"].items():
         lines.append(f"{name[:16]:<16} {pc['precision']:>9.4f} {pc['recall']:>7.4f} {pc['f1']:>7.4f} "
                      f"{pc['support']:>8}")
+    return lines
+
+
+def format_summary(s: dict, best: list[str]) -> str:
+    """The final tables after the live epoch rows: the task's best epoch (`best`, e.g. `best_lines`),
+    forgetting of a continual run, warnings, where the model, adapter and plots are."""
+    lines = list(best)
     if s.get("continual"):
         lines += format_forgetting(s["continual"])
     for w in s.get("warnings", []):

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from domainft.config import Config, ConfigError, dump_yaml, validate_dict
-from domainft.config.sweep import trial_dict
+from domainft.config import Config, ConfigError, derive, dump_yaml
+from domainft.config.sweep import trial_changes
 
 RESULTS_CSV, PLOT_PNG, BEST_CONFIG = "results.csv", "metric_vs_params.png", "best_config.yaml"
 
@@ -157,12 +157,8 @@ def plot_metric_vs_params(path: str | os.PathLike, rows: Sequence[dict], param_k
 
 def best_config(base: dict, params: dict[str, Any], output_dir: str) -> Config:
     """The base config with the best trial's values: validated exactly as `domainft train` validates it."""
-    raw = trial_dict(base, params, output_dir)
-    run = raw.get("run") or {}
-    for k in ("name", "storage_path"):  # back to the defaults (derived from output_dir)
-        run.pop(k, None)
     try:
-        return validate_dict(raw, source="best_config", check_paths=True)
+        return derive(base, trial_changes(params, output_dir), "best_config")
     except ConfigError as e:  # the trial ran with these values, so this is a bug, not a user error
         raise RuntimeError(f"the best trial's config does not validate: {e}") from None
 

@@ -98,5 +98,6 @@ def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0, ev
         if split == "train":
             train_labels = labels
     out["label_names"] = [f"class_{i}" for i in range(num_classes)]
+    out["pad_token_id"] = 0  # MiniLM's tokenizer, which the tiny models use
     out["class_counts_after"] = {f"class_{i}": int((train_labels == i).sum()) for i in range(num_classes)}
     return out

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from domainft.config import validate_dict
-from domainft.distributed.ab import run_ab
+from domainft.commands.train import run_ab
 
 
 @pytest.fixture

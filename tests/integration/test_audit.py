@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from domainft.config import validate_dict
-from domainft.distributed.audit import run_audit
-from domainft.distributed.datasets import run_prepare
+from domainft.commands.audit import run_audit
+from domainft.commands.prepare import run_prepare
 
 MARKERS = {"fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango"],
            "nature": ["river", "mountain", "forest", "valley", "ocean", "desert"],

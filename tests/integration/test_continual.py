@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from domainft.config import validate_dict
-from domainft.distributed.trainer import run_train
+from domainft.commands.train import run_train
 
 MARKERS = {"fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango"],
            "nature": ["river", "mountain", "forest", "valley", "ocean", "desert"],

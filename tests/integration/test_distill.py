@@ -49,7 +49,7 @@ def _accuracy(model_dir, splits):
 @pytest.mark.timeout(900)
 def test_small_student_learns_from_the_teacher_and_exports(ray_cluster, tmp_path, splits, teacher,
                                                                    tiny_model_dir):
-    from domainft.distributed.distill import STUDENT_INIT, distill_prepared, student_run_config
+    from domainft.commands.distill import STUDENT_INIT, distill_prepared, student_run_config
 
     raw = {"output_dir": str(tmp_path / "student"), "data": {"train": splits["train_dir"]},
            "model": {"name_or_path": str(tiny_model_dir)},

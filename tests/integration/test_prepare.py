@@ -13,8 +13,9 @@ import pytest
 from domainft.config import validate_dict
 from domainft.data.clean import clean_text
 from domainft.errors import BadRecordError, UserError
+from domainft.commands import prepare
 from domainft.distributed import datasets
-from domainft.distributed.datasets import ensure_prepared, run_prepare
+from domainft.commands.prepare import ensure_prepared, run_prepare
 
 BAD = Path(__file__).resolve().parents[1] / "fixtures" / "bad"
 OUT_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("label", pa.int64()), ("text", pa.string()),
@@ -153,10 +154,10 @@ def test_every_input_format_gives_the_same_data_and_freshness(ray_cluster, tmp_p
     report_path = os.path.join(cfg.output_dir, "data", "data_report.json")
     written = os.stat(report_path).st_mtime_ns
     first = ensure_prepared(cfg)  # the loop's jsonl run is fresh: returned without work
-    assert ensure_prepared(cfg) == first and first["fingerprint"] == datasets.prepare_fingerprint(cfg)
+    assert ensure_prepared(cfg) == first and first["fingerprint"] == prepare.prepare_fingerprint(cfg)
     assert os.stat(report_path).st_mtime_ns == written
     changed = config(tmp_path / "jsonl", minilm_path, train=str(paths["jsonl"]), max_length=24, eval_fraction=0.2)
-    assert datasets.prepare_fingerprint(changed) != first["fingerprint"]
+    assert prepare.prepare_fingerprint(changed) != first["fingerprint"]
     os.utime(paths["jsonl"], ns=(1, 1))  # an input changed: re-run, new report
     again = ensure_prepared(cfg)
     assert again["fingerprint"] != first["fingerprint"] and again["rows_read"] == first["rows_read"]
@@ -170,15 +171,15 @@ def test_fingerprint_follows_what_decides_the_tokenizer(tmp_path, minilm_path):
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         (model / name).write_bytes((minilm_path / name).read_bytes())
     base = config(tmp_path, model, train=str(BAD / "unknown_label.jsonl"))
-    fp = datasets.prepare_fingerprint(base)
+    fp = prepare.prepare_fingerprint(base)
     for key, value in (("revision", "v2.0"), ("trust_remote_code", True)):
         changed = base.model_copy(deep=True)
         setattr(changed.model, key, value)
-        assert datasets.prepare_fingerprint(changed) != fp, key
+        assert prepare.prepare_fingerprint(changed) != fp, key
     (model / "model.safetensors").write_bytes(b"new weights do not change the tokens")
-    assert datasets.prepare_fingerprint(base) == fp
+    assert prepare.prepare_fingerprint(base) == fp
     os.utime(model / "vocab.txt", ns=(1, 1))  # a tokenizer saved again in place
-    assert datasets.prepare_fingerprint(base) != fp
+    assert prepare.prepare_fingerprint(base) != fp
 
 
 @pytest.mark.timeout(300)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from domainft.config import apply_overrides, validate_dict
-from domainft.distributed.trainer import train_prepared
+from domainft.commands.train import train_prepared
 from domainft.errors import UserError
 
 EPOCHS = 3

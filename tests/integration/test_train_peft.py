@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from domainft.config import apply_overrides, validate_dict
-from domainft.distributed.trainer import train_prepared
+from domainft.commands.train import train_prepared
 
 
 def _cfg(out, data, model_dir, *overrides):

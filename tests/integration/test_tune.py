@@ -12,8 +12,8 @@ import yaml
 
 from domainft.config import apply_overrides, load_config, validate_dict
 from domainft.config.sweep import Dim, validate_sweep
-from domainft.distributed.trainer import train_prepared
-from domainft.distributed.tuning import run_sweep
+from domainft.commands.train import train_prepared
+from domainft.commands.tune import run_sweep
 
 EPOCHS = 2
 

@@ -137,6 +137,7 @@ def _eval_ranks(rank, world, model_dir, out):
     from domainft.core import build_model
     from domainft.core.batching import pad_batch
     from domainft.core.loop import evaluate
+    from domainft.tasks.classification import ClassificationEval
 
     engine, _, _ = build_engine_for_test(model_dir, {d: 0 for d in range(6)}, 3, "fp32", world, 1)  # ZeRO-3: collective forwards
     engine.eval()
@@ -149,7 +150,8 @@ def _eval_ranks(rank, world, model_dir, out):
         batches = (pad_batch({"input_ids": ids[i:min(i + 4, lo + n)], "label": labels[i:min(i + 4, lo + n)]})
                    for i in range(lo, lo + n, 4))
         forwards["n"] = 0
-        cm, loss, rows = evaluate(engine, batches, 3, torch.device("cpu"), world)
+        cm, loss, rows = evaluate(engine, batches, ClassificationEval(3, torch.device("cpu")), torch.device("cpu"),
+                                  world).result()
         results.append({"cm": cm.tolist(), "rows": rows, "forwards": forwards["n"]})
     if rank == 0:
         torch.manual_seed(0)

@@ -57,7 +57,7 @@ def test_validate_does_not_import_torch(tmp_path):
     corpus, model = tmp_path / "c.jsonl", tmp_path / "m"
     corpus.write_text('{"text": "a", "label": "x"}\n')
     model.mkdir()
-    (model / "config.json").write_text("{}")
+    (model / "config.json").write_text('{"model_type": "bert"}')  # the family is checked from config.json
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"output_dir: {tmp_path}/out\ndata: {{train: {corpus}}}\nmodel: {{name_or_path: {model}}}\n")
     code = ("import sys; from domainft.cli import main; rc = main(['validate', sys.argv[1]]);"
@@ -73,3 +73,46 @@ def test_onnx_runner_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+SRC = ROOT / "src" / "domainft"
+
+
+def _imports(path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def test_ray_tune_and_ray_serve_each_have_one_home():
+    """Every Tune call is in distributed/tune.py (sweeps and audit folds alike), every Serve call in
+    distributed/serve.py."""
+    homes = {"ray.tune": "distributed/tune.py", "ray.serve": "distributed/serve.py"}
+    found = {mod: sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                         if any(i == mod or i.startswith(mod + ".") for i in _imports(p)))
+             for mod in homes}
+    assert found == {mod: [home] for mod, home in homes.items()}
+
+
+def test_no_module_but_the_tasks_branches_on_the_task():
+    """What differs between kinds of fine-tuning sits behind domainft.tasks: nothing else compares a task."""
+    import ast
+
+    def branches(path):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(x, ast.Attribute) and x.attr in ("task", "name") and
+                       isinstance(getattr(x, "value", None), (ast.Name, ast.Attribute)) and
+                       (x.attr == "task" or getattr(x.value, "attr", getattr(x.value, "id", "")) == "task")
+                       for x in sides):
+                    yield node.lineno
+
+    found = [f"{p.relative_to(SRC)}:{line}" for p in SRC.rglob("*.py") if "tasks" not in p.parts
+             for line in branches(p)]
+    assert found == []

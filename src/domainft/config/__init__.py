@@ -3,6 +3,7 @@
 Imports nothing else from domainft, and neither Ray nor DeepSpeed.
 """
 from domainft.config.checks import gradual
+from domainft.config.derive import derive
 from domainft.config.load import (ConfigError, apply_overrides, dump_yaml, load_config, looks_local,
                                   to_dict, validate_dict)
 from domainft.config.schema import (AugmentConfig, Config, DataConfig, DeepSpeedConfig, ModelConfig,
@@ -10,6 +11,6 @@ from domainft.config.schema import (AugmentConfig, Config, DataConfig, DeepSpeed
 
 __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "ModelConfig", "OptimConfig",
-    "PeftConfig", "RunConfig", "ScalingConfig", "TrainConfig", "UnfreezeConfig", "apply_overrides", "dump_yaml", "gradual",
-    "load_config", "looks_local", "to_dict", "validate_dict",
+    "PeftConfig", "RunConfig", "ScalingConfig", "TrainConfig", "UnfreezeConfig", "apply_overrides", "derive",
+    "dump_yaml", "gradual", "load_config", "looks_local", "to_dict", "validate_dict",
 ]

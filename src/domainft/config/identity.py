@@ -16,6 +16,9 @@ from domainft.config.schema import Config
 COSMETIC = ("output_dir", "run.", "train.log_every_steps", "train.eval_batch_size", "train.early_stopping_patience",
             "augment.ab", "scaling.cpus_per_worker", "peft.export")
 DATA_KEY = "data.prepared_fingerprint"
+# Keys added to the schema after runs existed, with the value those runs had: left out of the identity at that
+# value, so that a run started before the key existed still resumes (and keeps its default run name).
+ADDED_KEYS = {"task": "classification"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -32,7 +35,8 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def run_identity(cfg: Config, data_fingerprint: Any) -> dict[str, Any]:
     """Dotted key -> value for every trajectory key, plus the prepared data's fingerprint."""
     flat = _flatten(cfg.model_dump(mode="json"))
-    keep = {k: v for k, v in flat.items() if not any(k == c or (c.endswith(".") and k.startswith(c)) for c in COSMETIC)}
+    keep = {k: v for k, v in flat.items() if not any(k == c or (c.endswith(".") and k.startswith(c)) for c in COSMETIC)
+            and not (k in ADDED_KEYS and ADDED_KEYS[k] == v)}
     keep[DATA_KEY] = data_fingerprint
     return keep
 

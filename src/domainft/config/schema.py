@@ -209,6 +209,10 @@ class DistillConfig(Strict):
 
 class Config(Strict):
     output_dir: str = Field(description="Where data, checkpoints, the best model and metrics go.")
+    task: Literal["classification"] = Field(
+        "classification", description="What the model is fine-tuned to do: `classification` (a sequence classifier: a new "
+                                       "head over the pretrained model, cross-entropy, accuracy and macro-F1). Data, "
+                                       "engine, checkpoints and outputs are shared by every task (domainft.tasks).")
     data: DataConfig
     model: ModelConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)

@@ -19,7 +19,6 @@ Every problem is reported together (ConfigError), each with its dotted key, befo
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import math
 import os
@@ -29,8 +28,8 @@ from typing import Any, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from domainft.config.load import (ConfigError, apply_overrides, deep_merge, pydantic_problems, read_yaml, set_dotted,
-                                  validate_dict)
+from domainft.config.derive import derive
+from domainft.config.load import ConfigError, apply_overrides, deep_merge, pydantic_problems, read_yaml, validate_dict
 from domainft.config.schema import Config
 
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "choice", "grid")
@@ -228,24 +227,14 @@ def coerce(key: str, value: Any) -> Any:
     return value
 
 
-def trial_dict(base: dict, params: dict[str, Any], output_dir: str) -> dict:
-    """The train config dict of one trial: the base with the sampled values applied and its own output_dir.
-
-    Args:
-        base: The resolved base config as a plain dict (`to_dict(base_cfg)`).
-        params: Dotted key -> sampled value.
-        output_dir: The trial's output folder.
-
-    Returns:
-        A new dict; validate it with `validate_dict`.
+def trial_changes(params: dict[str, Any], output_dir: str, run_name: Optional[str] = None,
+                  storage_path: Optional[str] = None) -> dict[str, Any]:
+    """What one trial changes in the base config (for `config.derive`): the sampled values (integral floats
+    made ints for integer keys), its own output_dir, and its Ray Train run's name and storage (None: the
+    defaults, derived from output_dir, as a config the user trains has them).
     """
-    raw = copy.deepcopy(base)
-    for key, value in params.items():
-        set_dotted(raw, key, coerce(key, value))
-    raw["output_dir"] = output_dir
-    run = raw.setdefault("run", {})
-    run["name"], run["storage_path"] = None, None  # set per trial through build_trainer(name=, storage_path=)
-    return raw
+    return {**{key: coerce(key, value) for key, value in params.items()}, "output_dir": output_dir,
+            "run.name": run_name, "run.storage_path": storage_path}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,12 +304,12 @@ def base_problems(sweep: SweepConfig, base: dict) -> list[str]:
         first[key] = values[0]
         for value in values:
             try:
-                validate_dict(trial_dict(base, {key: value}, out), check_paths=False)
+                derive(base, trial_changes({key: value}, out), "sweep")
             except ConfigError as e:
                 p.extend(f"space.{key} (value {value!r}): {problem}" for problem in e.problems)
     if first and not p:
         try:
-            validate_dict(trial_dict(base, first, out), check_paths=False)
+            derive(base, trial_changes(first, out), "sweep")
         except ConfigError as e:
             shown = ", ".join(f"{k}={v!r}" for k, v in first.items())
             p.extend(f"space (sample {shown}): {problem}" for problem in e.problems)

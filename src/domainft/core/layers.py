@@ -3,7 +3,8 @@
 Depth 0 is the head (classifier, pooler, pre_classifier: everything outside the base model's
 embeddings and encoder layers), depth 1 the top encoder layer, ..., depth L the bottom encoder
 layer, depth L+1 the embeddings. Layer-wise LR, unfreezing, `plan` and the plots all read this
-map; nothing else in the package looks at parameter names.
+map; nothing else in the package looks at parameter names. The families it knows, and where each
+keeps its blocks, are in domainft/families.py (no torch: `validate` checks a model from config.json).
 
 The map also gives every parameter a *kind* (attention, ffn, norm, embedding, head, ...), which
 selective tuning (core/peft.py) selects by, and it understands PEFT wrappers: an adapter parameter
@@ -20,65 +21,14 @@ from typing import Optional
 
 from torch import nn
 
+from domainft.families import FAMILIES, SUPPORTED_MODEL_TYPES, FamilySpec
+
 
 class UnsupportedArchitectureError(ValueError):
     """The model is not one of the encoder families this module knows how to split into depths."""
 
 
-@dataclass(frozen=True)
-class _FamilySpec:
-    """Where one family keeps its blocks, relative to the base model (`model.base_model`)."""
-
-    base_model_prefix: str
-    layers: str  # the nn.ModuleList of encoder layers, bottom (index 0) first
-    embedding_extras: tuple[str, ...] = ()  # modules outside `embeddings` that belong to the embeddings depth
-    embedding_outputs: tuple[str, ...] = ()  # of those, the ones whose output feeds the bottom layer
-    bottom_layer_extras: tuple[str, ...] = ()  # modules outside the layer list applied right after layer 0
-    base_head_modules: tuple[str, ...] = ()  # modules inside the base model that are head (depth 0)
-    layer_input_kwargs: tuple[str, ...] = ()  # keyword inputs of every encoder layer made from embedding-depth params
-    # (regex on the name inside an encoder layer, kind), first match wins; norms are also found by name
-    layer_kinds: tuple[tuple[str, str], ...] = ()
-    lora_targets: tuple[str, ...] = ()  # LoRA's default target modules: attention query and value
-    prefix_tuning: bool = True  # the attention takes past key values (PEFT prefix tuning works)
-
-
-# BERT's layer: attention.self.{query,key,value}, attention.output.{dense,LayerNorm}, intermediate.dense,
-# output.{dense,LayerNorm} (RoBERTa, XLM-R, ELECTRA and DeBERTa-v2 keep the same layout).
-_BERT_KINDS = ((r"attention\.output\.LayerNorm\.", "norm"), (r"attention\.", "attention"),
-               (r"intermediate\.", "ffn"), (r"output\.LayerNorm\.", "norm"), (r"output\.", "ffn"))
-_BERT_LIKE = dict(layers="encoder.layer", base_head_modules=("pooler",), layer_kinds=_BERT_KINDS,
-                  lora_targets=("query", "value"))
-
-_FAMILIES: dict[str, _FamilySpec] = {
-    "bert": _FamilySpec(base_model_prefix="bert", **_BERT_LIKE),
-    "roberta": _FamilySpec(base_model_prefix="roberta", **_BERT_LIKE),
-    "xlm-roberta": _FamilySpec(base_model_prefix="roberta", **_BERT_LIKE),
-    # ELECTRA projects small embeddings up to the hidden size in a module next to `embeddings`;
-    # it only ever sees embedding outputs, so it is part of the embeddings depth.
-    "electra": _FamilySpec(base_model_prefix="electra", layers="encoder.layer",
-                           embedding_extras=("embeddings_project",), embedding_outputs=("embeddings_project",),
-                           layer_kinds=_BERT_KINDS, lora_targets=("query", "value")),
-    # DistilBERT's attention ignores past key values: PEFT prefix tuning would train nothing.
-    "distilbert": _FamilySpec(base_model_prefix="distilbert", layers="transformer.layer",
-                              layer_kinds=((r"attention\.", "attention"), (r"(sa|output)_layer_norm\.", "norm"),
-                                           (r"ffn\.", "ffn")),
-                              lora_targets=("q_lin", "v_lin"), prefix_tuning=False),
-    # DeBERTa-v2/v3: the relative-position embeddings (and the encoder-level LayerNorm, which only
-    # normalises them) are shared by every layer, so they belong to no single layer; like the
-    # absolute position embeddings of BERT they are input representation, so they sit at the
-    # embeddings depth: lowest LR under LLRD and thawed last. Because every layer reads them, the
-    # gradient stop must also cut the `rel_embeddings` keyword input of each layer.
-    # The optional `conv` (deberta-v2-xlarge) mixes layer 0's output with the embeddings right after
-    # layer 0, so it is part of the bottom layer's block. Its disentangled attention cannot take
-    # past key values of another length than the input (PEFT prefix tuning fails).
-    "deberta-v2": _FamilySpec(base_model_prefix="deberta", layers="encoder.layer",
-                              embedding_extras=("encoder.rel_embeddings", "encoder.LayerNorm"),
-                              bottom_layer_extras=("encoder.conv",),
-                              layer_input_kwargs=("rel_embeddings",), layer_kinds=_BERT_KINDS,
-                              lora_targets=("query_proj", "value_proj"), prefix_tuning=False),
-}
-
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
+__all__ = ["SUPPORTED_MODEL_TYPES", "LayerMap", "UnsupportedArchitectureError", "build_layer_map"]
 
 # Kinds of parameters. Selective tuning picks among SELECTABLE_KINDS (plus "bias": every bias, BitFit).
 SELECTABLE_KINDS = ("attention", "ffn", "norm")
@@ -197,14 +147,14 @@ def _get(module: nn.Module, dotted: str) -> Optional[nn.Module]:
     return module
 
 
-def _detect(model: nn.Module) -> tuple[str, _FamilySpec]:
+def _detect(model: nn.Module) -> tuple[str, FamilySpec]:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     supported = ", ".join(SUPPORTED_MODEL_TYPES)
-    if model_type not in _FAMILIES:
+    if model_type not in FAMILIES:
         raise UnsupportedArchitectureError(
             f"unsupported model_type {model_type!r} ({type(model).__name__}); supported: {supported}")
-    spec = _FAMILIES[model_type]
+    spec = FAMILIES[model_type]
     prefix = getattr(model, "base_model_prefix", None)
     if prefix != spec.base_model_prefix:
         raise UnsupportedArchitectureError(
@@ -288,7 +238,7 @@ def _is_norm(name: str) -> bool:
     return "norm" in module.lower()
 
 
-def _kind(name: str, depth: int, layers_prefix: str, spec: _FamilySpec, num_layers: int) -> str:
+def _kind(name: str, depth: int, layers_prefix: str, spec: FamilySpec, num_layers: int) -> str:
     if depth == 0:
         return HEAD
     if _is_norm(name):

@@ -99,10 +99,19 @@ def train_epoch(
     return {"train_loss": (loss_sum / max(seen, 1)).item(), "micro_batches": float(seen)}  # one sync per epoch
 
 
+class Evaluator(Protocol):
+    """What a task accumulates over eval batches (domainft.tasks): per-rank sums that are all-reduced."""
+
+    def update(self, output: Any, batch: dict[str, torch.Tensor]) -> int:
+        """Score one batch; returns the rows it held (for progress)."""
+
+    def sums(self) -> list[torch.Tensor]:
+        """The accumulated tensors; `evaluate` sums each across ranks in place (all_reduce)."""
+
+
 def _dummy_batch(device: torch.device) -> dict[str, torch.Tensor]:
     ids = torch.zeros((1, 8), dtype=torch.int64, device=device)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(1, dtype=torch.int64,
-                                                                                            device=device)}
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}  # no labels: the output is discarded
 
 
 def _any_rank_has(has: bool, device: torch.device) -> bool:
@@ -112,21 +121,19 @@ def _any_rank_has(has: bool, device: torch.device) -> bool:
 
 
 @torch.no_grad()
-def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classes: int, device: torch.device,
-             world: int = 1, on_batch: Callable[[int], None] = lambda rows: None) -> tuple[torch.Tensor, float, int]:
+def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], evaluator: Evaluator, device: torch.device,
+             world: int = 1, on_batch: Callable[[int], None] = lambda rows: None) -> Evaluator:
     """Distributed eval over this rank's own shard of the eval split (every row on exactly one rank).
 
     Shards may differ in size (the eval split is not cut to equal lengths, so no row is dropped),
     yet ranks step in lockstep: each round every rank runs one forward, a rank whose shard is done
-    repeats its last batch (or a 1-row dummy) with weight 0, until no rank has a batch left.
+    repeats its last batch (or a 1-row dummy) and scores nothing, until no rank has a batch left.
     ZeRO-3 gathers parameters collectively inside forward, so an unequal number of forwards hangs.
     `on_batch(rows)` runs after each scored batch of this rank (progress).
 
     Returns:
-        (confusion matrix [true, pred] summed over ranks, mean loss, rows evaluated over all ranks).
+        `evaluator`, its sums added up over all ranks (what it scores is the task's: domainft.tasks).
     """
-    cm = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
-    stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
     distributed = world > 1 and dist.is_available() and dist.is_initialized()
     it, last = iter(batches), None
     while True:
@@ -135,18 +142,12 @@ def evaluate(engine: Any, batches: Iterable[dict[str, torch.Tensor]], num_classe
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         if not (_any_rank_has(batch is not None, device) if distributed else batch is not None):
             break
-        if batch is None:  # this rank is done: a weight-0 forward keeps ZeRO-3's gathers matched
+        if batch is None:  # this rank is done: a forward whose output is dropped keeps ZeRO-3's gathers matched
             engine(**(last if last is not None else _dummy_batch(device)))
             continue
         last = batch
-        out = engine(**batch)
-        preds, labels = out.logits.argmax(-1), batch["labels"]
-        cm += torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
-        stats[0] += out.loss.double() * labels.numel()
-        stats[1] += labels.numel()
-        on_batch(labels.numel())
+        on_batch(evaluator.update(engine(**batch), batch))
     if distributed:
-        dist.all_reduce(cm)
-        dist.all_reduce(stats)
-    rows = int(stats[1].item())
-    return cm.cpu(), float(stats[0].item() / max(rows, 1)), rows
+        for t in evaluator.sums():
+            dist.all_reduce(t)
+    return evaluator

@@ -5,7 +5,7 @@ the per-group LR lambdas (schedules.py) and the thaw schedule (unfreeze.py) key 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -48,9 +48,10 @@ def peak_lrs(layer_map: LayerMap, lr: float, layer_decay: float, head_lr_mult: f
     return out
 
 
-def build_param_groups(model: nn.Module, layer_map: LayerMap, lr: float, layer_decay: float,
+def build_param_groups(model: nn.Module, layer_map: LayerMap, lr: float = 0.0, layer_decay: float = 1.0,
                        head_lr_mult: float = 1.0, weight_decay: float = 0.0,
-                       layer_lrs: Optional[Sequence[float]] = None) -> list[dict]:
+                       layer_lrs: Optional[Sequence[float]] = None,
+                       peaks: Optional[Mapping[int, float]] = None) -> list[dict]:
     """Torch-optimizer parameter groups for layer-wise LR decay.
 
     Args:
@@ -61,6 +62,9 @@ def build_param_groups(model: nn.Module, layer_map: LayerMap, lr: float, layer_d
         head_lr_mult: Multiplier on lr for the head.
         weight_decay: Decoupled weight decay of the decay groups (biases and norms get 0).
         layer_lrs: Explicit peak LR per depth 1..L+1, top first; overrides layer_decay.
+        peaks: The peak LR of every depth 0..L+1 as already derived (a run's RunSpec, from
+            `peak_lrs` and the batch scaling); when given, lr, layer_decay, head_lr_mult and
+            layer_lrs are not used.
 
     Returns:
         Groups ordered by depth (head first), decay group before no-decay group. Each is
@@ -69,7 +73,11 @@ def build_param_groups(model: nn.Module, layer_map: LayerMap, lr: float, layer_d
         requires_grad=False are left out (frozen for the whole run), and no group is ever empty:
         DeepSpeed drops empty groups, which would shift a per-group LR scheduler by one.
     """
-    peaks = peak_lrs(layer_map, lr, layer_decay, head_lr_mult, layer_lrs)
+    if peaks is None:
+        peaks = peak_lrs(layer_map, lr, layer_decay, head_lr_mult, layer_lrs)
+    elif sorted(peaks) != list(range(layer_map.num_depths)):
+        raise ValueError(f"peaks name depths {sorted(peaks)}; this {layer_map.num_layers}-layer model has depths "
+                         f"0..{layer_map.num_depths - 1}")
     buckets: dict[tuple[int, bool], list[tuple[str, nn.Parameter]]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -91,6 +91,12 @@ def thaw_events(schedule: Mapping[int, Optional[int]], prev_step: int, step: int
     return sorted(d for d, t in schedule.items() if t is not None and prev_step < t <= step)
 
 
+def within_run(schedule: Mapping[int, Optional[int]], total_steps: int) -> dict[int, Optional[int]]:
+    """The schedule of one run of `total_steps` optimizer steps: a depth due to thaw at or after its last
+    step never trains in it (None), so it gets no optimizer state and no backward at all."""
+    return {d: (s if s is not None and s < total_steps else None) for d, s in schedule.items()}
+
+
 def freeze_never_trained(model: nn.Module, layer_map: LayerMap, schedule: Mapping[int, Optional[int]]) -> list[str]:
     """Set requires_grad=False on every parameter whose depth never thaws (schedule value None).
 

@@ -1,6 +1,6 @@
 """The label audit's pure part: which rows are audited, the K folds, cleanlab on out-of-fold
 probabilities, and the outputs (label_issues.csv, audit_report.json, the console table). No Ray:
-`distributed/audit.py` trains the folds.
+`commands/audit.py` trains the folds.
 
 Only original rows are audited (aug_op "" and not is_augmented): balancing copies, augmented rows
 and replayed rows are not records a reviewer can fix. A fold's model never sees a held-out row nor

@@ -339,3 +339,25 @@ def augment_train(train_ds: "ray.data.Dataset", cfg: Any,
     return augment_dataset(train_ds, settings_from_config(cfg), backend=bt.backend, pivot=bt.pivot,
                            forward=bt.forward, backward=bt.backward, bt_batch_size=bt.batch_size,
                            num_beams=bt.num_beams, eval_ds=eval_ds)
+
+
+def _originals_only(table: pa.Table) -> pa.Table:
+    return table.filter(pc.invert(table.column(IS_AUGMENTED)))
+
+
+def _augmented_only(table: pa.Table) -> pa.Table:
+    return table.filter(table.column(IS_AUGMENTED))
+
+
+def augment_prepared(train_files: list[str], eval_files: list[str], cfg: Any, dest: str,
+                     examples: int = 4) -> tuple[dict, list[dict]]:
+    """`domainft augment`'s Ray Data part: the original rows of a prepared train split (a split prepared
+    with augmentation on starts from its originals) augmented as `augment_train` does, written as Parquet
+    to `dest`. Returns (the augmentation report, a few augmented rows to show)."""
+    train = ray.data.read_parquet(train_files)
+    if IS_AUGMENTED in train.schema().names:
+        train = train.map_batches(_originals_only, batch_format="pyarrow")
+    eval_ds = ray.data.read_parquet(eval_files) if eval_files else None
+    out, report = augment_train(train, cfg, eval_ds=eval_ds)
+    out.write_parquet(dest)
+    return report, out.map_batches(_augmented_only, batch_format="pyarrow").take(examples)

@@ -1,6 +1,6 @@
 """How many Tune trials fit on the cluster at once: pure arithmetic on `ray.cluster_resources()` totals.
 
-Next to the Ray code that uses it (tuning.py); no Ray import, so it is unit-tested without a cluster.
+Next to the Ray code that uses it (tune.py); no Ray import, so it is unit-tested without a cluster.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def max_concurrent_trials(cluster_cpus: float, cluster_gpus: float, cpus_per_tri
     return Concurrency(max(0, int(n)), cpus_per_trial, gpus_per_trial, by)
 
 
-def cannot_fit_message(c: Concurrency, cluster_cpus: float, cluster_gpus: float, cfg: Config) -> str:
+def cannot_fit_message(c: Concurrency, cluster_cpus: float, cluster_gpus: float, cfg: Config,
+                       what: str = "the sweep") -> str:
     sc = cfg.scaling
     need_cpu = c.cpus_per_trial + DATA_RESERVE_CPUS
     parts = [f"one trial needs {sc.num_workers} worker(s) x {sc.cpus_per_worker:g} CPU = {c.cpus_per_trial:g} CPU "
@@ -71,5 +72,5 @@ def cannot_fit_message(c: Concurrency, cluster_cpus: float, cluster_gpus: float,
     if c.gpus_per_trial:
         parts.append(f"and {c.gpus_per_trial:g} GPU")
     parts.append(f"but the cluster has {cluster_cpus:g} CPU" + (f", {cluster_gpus:g} GPU" if c.gpus_per_trial else ""))
-    return ("the sweep can never run: " + " ".join(parts) + ". Lower scaling.num_workers or scaling.cpus_per_worker "
+    return (f"{what} can never run: " + " ".join(parts) + ". Lower scaling.num_workers or scaling.cpus_per_worker "
             "(in the sweep's `fixed`), or use a bigger cluster.")

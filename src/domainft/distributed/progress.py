@@ -3,16 +3,23 @@
 Workers do not print (their output goes to Ray's log files): they push small events to one
 `ProgressHub` actor, fire-and-forget, and a driver thread drains it and draws the bars and lines.
 Events are dicts with a "kind": "line" (text), "bar" (name, total, unit: open or reset a bar),
-"advance" (name, n, postfix), "close" (name).
+"advance" (name, n, postfix), "close" (name). `Progress` is a training worker's side: throughput and
+rank 0's training bar.
 """
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+import time
+from typing import TYPE_CHECKING, Any, Optional
 
 import ray
 
 from domainft import console
+
+if TYPE_CHECKING:
+    import torch
+
+    from domainft.core.geometry import Geometry
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -108,3 +115,47 @@ class LiveProgress:
                     b.set_postfix_str(e["postfix"], refresh=False)
             elif kind == "close" and name in self.bars:
                 self.bars.pop(name).close()
+
+
+class Progress:
+    """Throughput for the epoch record, and rank 0's training bar (the loss is fetched from the device
+    only every `every` steps: a host sync). Bar advances are batched: one event to the hub at most
+    every `push_interval` seconds (the driver draws every 0.5 s), not an actor call per step."""
+
+    def __init__(self, every: int, geo: Geometry, reporter: Reporter, rank: int, push_interval: float = 0.5):
+        self.every, self.geo, self.reporter, self.rank = every, geo, reporter, rank
+        self.t0, self.start_step, self.warm_time, self.warm_step = time.time(), 0, None, None
+        self.bar_open = False
+        # -inf: the first step is pushed at once (time.monotonic() may count from boot, under the interval)
+        self.push_interval, self.pending, self.last_push = push_interval, 0, float("-inf")
+
+    def start_epoch(self, step: int) -> None:
+        self.t0, self.start_step = time.time(), step
+        self.warm_time, self.warm_step = None, None
+        if self.rank == 0 and not self.bar_open:
+            self.reporter.bar("train", self.geo.total_steps, "steps", initial=step)
+            self.bar_open = True
+
+    def mark(self, step: int, loss: torch.Tensor) -> None:
+        # Steady-state throughput starts after a few steps (allocator warm-up, first collectives).
+        if self.warm_time is None and step - self.start_step >= min(3, max(1, self.geo.steps_per_epoch // 4)):
+            self.warm_time, self.warm_step = time.time(), step
+        if self.rank != 0:
+            return
+        postfix = None
+        last = step == self.geo.total_steps
+        if step % self.every == 0 or last:
+            postfix = f"loss {loss.item():.4f}, {self.samples_per_s(step):.1f} samples/s"  # host sync
+        self.pending += 1
+        now = time.monotonic()
+        epoch_end = step % self.geo.steps_per_epoch == 0  # flushed before eval, which can take a while
+        if postfix is not None or epoch_end or now - self.last_push >= self.push_interval:
+            self.reporter.advance("train", self.pending, postfix)
+            self.pending, self.last_push = 0, now
+        if last:
+            self.reporter.close("train")
+
+    def samples_per_s(self, step: int) -> float:
+        if self.warm_time is None or step == self.warm_step:
+            return (step - self.start_step) * self.geo.global_batch / max(time.time() - self.t0, 1e-9)
+        return (step - self.warm_step) * self.geo.global_batch / max(time.time() - self.warm_time, 1e-9)

@@ -5,7 +5,8 @@ trial's actor; Ray Train's controller dies with it, but the placement group it m
 workers lives as long as the driver. Ray's own cleaner asks the state API whether the controller is
 alive, which needs the dashboard (off in local runs and tests): without it the group's CPUs stay
 reserved and later trials wait forever. So each run writes its placement group id into the trial
-folder (a Ray Train internal callback), and the driver removes it when Tune is done with the trial.
+folder (a Ray Train internal callback), and the driver removes it when Tune is done with the trial
+(distributed/tune.py).
 
 `tests/unit/tune/test_ray_internals.py` fails loudly when Ray changes what this relies on.
 """
@@ -15,7 +16,6 @@ import os
 import warnings
 
 import ray
-from ray import tune
 from ray.train.v2._internal.execution.callback import WorkerGroupCallback
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
@@ -41,19 +41,6 @@ class RecordPlacementGroup(WorkerGroupCallback):
         pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
         with open(self.path, "w") as f:
             f.write(pg.id.hex())
-
-
-class ReleaseTrainPlacementGroups(tune.Callback):
-    """Runs in the driver: removes a finished trial's Ray Train placement group if it is still there."""
-
-    def __init__(self, trials_dir: str):
-        self.trials_dir = trials_dir
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        release_placement_group(self.trials_dir, trial.trial_id)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        release_placement_group(self.trials_dir, trial.trial_id)
 
 
 def release_placement_group(trials_dir: str, trial_id: str) -> bool:

@@ -8,18 +8,18 @@ holds `max_ongoing` requests, each proxy queues `max_queued` more, and beyond th
 prediction through the batch queue with a timeout, so a replica whose prediction path is wedged is replaced
 (Serve's default check only pings the actor: ray 61263, 26204).
 
-`domainft serve` calls `run_serve`; a Serve config file (cluster/serve.yaml, `serve run` / `serve deploy`,
+`domainft serve` (commands/serve.py) calls `start_application`; a Serve config file (cluster/serve.yaml, `serve run` / `serve deploy`,
 a RayService's serveConfigV2) names `domainft.distributed.serve:app_builder` with the same options as `args`.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import json
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from ray import serve
@@ -28,8 +28,9 @@ from ray.serve.config import BackpressureConfig
 from domainft.config.serve import ServeConfig, validate_serve
 from domainft.errors import UserError
 from domainft.serving.app import build_app
-from domainft.serving.predictors import Predictor, check_model_dir, load_predictor
+from domainft.serving.predictors import Predictor
 from domainft.serving.state import ModelHolder
+from domainft.tasks import task_of_model_dir
 
 APP_NAME = "domainft"
 DEPLOYMENT = "Classifier"
@@ -65,10 +66,8 @@ class Classifier:
 
 
 def predictor_loader(cfg: ServeConfig) -> Callable[[], Predictor]:
-    """What a replica calls to build its predictor (pickled to the replica: a partial of plain values)."""
-    return functools.partial(load_predictor, cfg.model_dir, cfg.backend, cfg.variant, max_length=cfg.max_length,
-                             batch_size=cfg.max_batch_size, threads=cfg.intra_op_threads,
-                             trust_remote_code=cfg.trust_remote_code)
+    """What a replica calls to build its predictor: the task's, for what the folder holds (picklable)."""
+    return task_of_model_dir(cfg.model_dir).predictor_loader(cfg)
 
 
 def build_application(cfg: ServeConfig, load: Optional[Callable[[], Predictor]] = None):
@@ -86,7 +85,7 @@ def app_builder(args: dict):
     """Application builder for Serve config files: `import_path: domainft.distributed.serve:app_builder`,
     `args:` the ServeConfig fields (model_dir required)."""
     cfg = validate_serve(dict(args), "serve config args")
-    check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)
+    task_of_model_dir(cfg.model_dir).check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)
     return build_application(cfg)
 
 
@@ -123,35 +122,22 @@ def start_application(cfg: ServeConfig, host: str, port: int, load: Optional[Cal
     return local_url(host, port)
 
 
-def run_serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: Optional[str] = None) -> None:
-    """`domainft serve`: deploy, wait until the model answers, print how to call it, serve until Ctrl-C."""
+@contextlib.contextmanager
+def application_on_ray(cfg: ServeConfig, host: str, port: int, address: Optional[str] = None) -> Iterator[str]:
+    """The app deployed on Ray (the cluster at `address`, RAY_ADDRESS, or a local one started here); yields
+    its local URL. On exit: a Ray started here is shut down, else only the app is deleted."""
     import os
 
     import ray
 
     from domainft.distributed.cluster import init_ray
 
-    labels = check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)
     if address:
         os.environ["RAY_ADDRESS"] = address
     started_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     init_ray()
     try:
-        url = start_application(cfg, host, port)
-        print(f"loading {cfg.model_dir} ({cfg.backend} {cfg.variant}, {len(labels)} labels) on "
-              f"{cfg.replicas} replica(s) ...", flush=True)
-        wait_ready(url)
-        batching = f"batches of up to {cfg.max_batch_size}" if cfg.max_batch_size > 1 else "no batching"
-        print(f"serving at {url}  ({batching}, {cfg.batch_wait_ms:g} ms wait, {cfg.max_queued} queued max)\n"
-              f"  API docs:  {url}/docs\n"
-              f"  models:    curl -s {url}/v1/models\n"
-              f"  classify:  curl -s -X POST {url}/v1/classify -H 'Content-Type: application/json' "
-              f"-d '{{\"texts\": [\"Shares rose after the results.\"]}}'\n"
-              f"Ctrl-C to stop", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopping", flush=True)
+        yield start_application(cfg, host, port)
     finally:
         if started_ray:
             serve.shutdown()

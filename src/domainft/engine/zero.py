@@ -23,6 +23,8 @@ from typing import Iterable
 
 import torch
 
+from domainft.core.unfreeze import GradientStop, lowest_trainable_depth, thaw_events
+
 _ADAM_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
@@ -137,7 +139,7 @@ def full_fp32_params(engine, names: Iterable[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def apply_thaws(engine, stop, schedule: dict, groups: list[dict], step: int) -> list[int]:
+def apply_thaws(engine, stop: GradientStop, schedule: dict, groups: list[dict], step: int) -> list[int]:
     """After optimizer step `step`: the depths due to thaw now become trainable for the next update.
 
     The gradient stop moves down to the new lowest trainable depth, and each thawed depth's groups
@@ -146,8 +148,6 @@ def apply_thaws(engine, stop, schedule: dict, groups: list[dict], step: int) -> 
     Returns:
         The depths thawed (usually none).
     """
-    from domainft.core import lowest_trainable_depth, thaw_events
-
     depths = thaw_events(schedule, step - 1, step)
     if depths:
         stop.set_lowest_trainable(lowest_trainable_depth(schedule, step))

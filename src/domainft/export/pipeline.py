@@ -1,4 +1,4 @@
-"""`domainft export`: HF classifier folder -> checked ONNX Runtime folder (fp32, optionally int8).
+"""The export of a classifier folder to a checked ONNX Runtime folder (fp32, optionally int8), in phases.
 
 MODEL_DIR -> export (TorchScript, dynamic axes) -> transformer fusions -> fp32 parity at several
 shapes (the fused graph, else the plain one) -> OUT_DIR/model.onnx -> optional dynamic int8 ->
@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -112,6 +113,24 @@ def _latencies(runners: dict, max_length: int, vocab_size: int) -> dict:
     return {"batch": 1, "seq": seq, **timed}
 
 
+@dataclass
+class ExportJob:
+    """One export as it goes through the phases: the classifier, where it goes, the check rows, the report."""
+
+    clf: Classifier
+    out_dir: Path
+    max_length: int
+    input_names: list[str]
+    threads: Optional[int]
+    report: dict
+    rows: list = field(default_factory=list)  # token id rows the variants are checked on
+    labels: Optional[list] = None  # their labels (None: random rows, accuracy not checked)
+    reference: Optional[np.ndarray] = None  # PyTorch's logits on `rows`
+    runners: dict = field(default_factory=dict)  # name -> one-batch runner, for the latency table
+    variants: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
 def run_export(model_dir, out_dir, quantize: Optional[str] = None, check: Optional[str] = None,
                max_length: Optional[int] = None, trust_remote_code: bool = False, exporter: str = "torchscript",
                int8: Int8Settings = Int8Settings(), threads: Optional[int] = None) -> dict:
@@ -137,6 +156,20 @@ def run_export(model_dir, out_dir, quantize: Optional[str] = None, check: Option
     Raises:
         UserError: A bad model folder, check data or option.
     """
+    t_start = time.perf_counter()
+    job, data = setup(model_dir, out_dir, quantize, check, max_length, trust_remote_code, exporter, threads)
+    export_fp32(job, exporter)
+    check_fp32(job, data)
+    if quantize == "int8":
+        quantize_and_check(job, int8, gated=data is not None)
+    _set_variants(job.out_dir, job.variants)
+    return finish(job, t_start)
+
+
+def setup(model_dir, out_dir, quantize: Optional[str], check: Optional[str], max_length: Optional[int],
+          trust_remote_code: bool, exporter: str, threads: Optional[int]):
+    """Every input checked before any export work (the folder, the length, the check data); earlier outputs
+    removed. Returns (the job, the check data or None)."""
     import onnx
     import onnxruntime
 
@@ -147,7 +180,6 @@ def run_export(model_dir, out_dir, quantize: Optional[str] = None, check: Option
         raise UserError(f"{out_dir}: OUT_DIR must differ from MODEL_DIR (config.json would be overwritten)")
     if threads:
         torch.set_num_threads(threads)
-    t_start = time.perf_counter()
     clf = load_classifier(model_dir, trust_remote_code)
     length = resolve_max_length(clf, max_length)
     data = load_check_data(check, clf.labels) if check else None  # bad check data fails before any export work
@@ -162,58 +194,74 @@ def run_export(model_dir, out_dir, quantize: Optional[str] = None, check: Option
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__},
         "cpu": cpu_info(), "threads": threads or torch.get_num_threads(), "timings_s": {},
     }
-    parity = _export_fp32(clf, input_names, out_dir / VARIANTS["fp32"], length, exporter, threads, report)
-    _write_folder(clf, out_dir, length, input_names)
-    variants = ["fp32"]
-    failures = [f"fp32 max |logit diff| {_worst(parity):.3g} > {FP32_TOLERANCE} at batch {p['batch']}, seq {p['seq']}"
-                for p in parity if p["max_abs_diff"] == _worst(parity) and p["max_abs_diff"] > FP32_TOLERANCE][:1]
-    report["fp32"] = {"file": VARIANTS["fp32"], "shapes_checked": parity, "max_abs_diff": _worst(parity),
-                      "tolerance": FP32_TOLERANCE}
+    return ExportJob(clf, out_dir, length, input_names, threads, report), data
 
+
+def export_fp32(job: ExportJob, exporter: str) -> None:
+    """model.onnx (the fused graph when it keeps fp32 parity) and the folder around it."""
+    parity = _export_fp32(job.clf, job.input_names, job.out_dir / VARIANTS["fp32"], job.max_length, exporter,
+                          job.threads, job.report)
+    _write_folder(job.clf, job.out_dir, job.max_length, job.input_names)
+    job.variants.append("fp32")
+    worst = _worst(parity)
+    job.failures += [f"fp32 max |logit diff| {worst:.3g} > {FP32_TOLERANCE} at batch {p['batch']}, seq {p['seq']}"
+                     for p in parity if p["max_abs_diff"] == worst and p["max_abs_diff"] > FP32_TOLERANCE][:1]
+    job.report["fp32"] = {"file": VARIANTS["fp32"], "shapes_checked": parity, "max_abs_diff": worst,
+                          "tolerance": FP32_TOLERANCE}
+
+
+def check_fp32(job: ExportJob, data) -> None:
+    """The rows every variant is checked on (the check data, else random token rows), PyTorch's logits on
+    them, and model.onnx's agreement with them."""
+    clf, report = job.clf, job.report
     reference = torch_runner(clf.model)
-    pad_id = clf.tokenizer.pad_token_id or 0
-    fp32 = OnnxClassifier(out_dir, "fp32", threads=threads)
-    runners = {"torch": reference, "fp32": fp32.run}
+    fp32 = OnnxClassifier(job.out_dir, "fp32", threads=job.threads)
+    job.runners = {"torch": reference, "fp32": fp32.run}
     if data is not None:
-        rows = fp32.encode(data.texts)
-        labels = data.labels
-        report["check"] = {"source": data.source, "rows": len(rows), "accuracy_checked": True}
+        job.rows, job.labels = fp32.encode(data.texts), data.labels
+        report["check"] = {"source": data.source, "rows": len(job.rows), "accuracy_checked": True}
     else:
-        rows = random_rows(RANDOM_CHECK_ROWS, length, clf.model.config.vocab_size)
-        labels = None
-        report["check"] = {"source": f"{RANDOM_CHECK_ROWS} random token rows", "rows": len(rows),
+        job.rows = random_rows(RANDOM_CHECK_ROWS, job.max_length, clf.model.config.vocab_size)
+        report["check"] = {"source": f"{RANDOM_CHECK_ROWS} random token rows", "rows": len(job.rows),
                            "accuracy_checked": False,
                            "note": "no --check data: int8 agreement measured on random tokens and reported, not "
                                    "gated (random tokens sit near decision boundaries: a fine-tuned MiniLM agreeing "
                                    "1.000 on held-out texts agreed 0.961 on them); accuracy not checked"}
     t0 = time.perf_counter()
-    ref_logits = batched_logits(reference, rows, pad_id, len(clf.labels))
-    report["fp32"]["check"] = compare(ref_logits, fp32.logits_from_ids(rows), labels)
+    job.reference = batched_logits(reference, job.rows, clf.tokenizer.pad_token_id or 0, len(clf.labels))
+    report["fp32"]["check"] = compare(job.reference, fp32.logits_from_ids(job.rows), job.labels)
     report["timings_s"]["fp32_check"] = time.perf_counter() - t0
 
-    if quantize == "int8":
-        t0 = time.perf_counter()
-        report["int8"] = {"file": VARIANTS["int8"], **quantize_int8(out_dir / VARIANTS["fp32"],
-                                                                   out_dir / VARIANTS["int8"], int8)}
-        report["timings_s"]["quantize"] = time.perf_counter() - t0
-        variants.append("int8")
-        _set_variants(out_dir, variants)
-        q = OnnxClassifier(out_dir, "int8", threads=threads)
-        t0 = time.perf_counter()
-        report["int8"]["check"] = compare(ref_logits, q.logits_from_ids(rows), labels)
-        report["timings_s"]["int8_check"] = time.perf_counter() - t0
-        if data is not None:
-            failures += int8_failures(report["int8"]["check"])
-        report["int8"]["gated"] = data is not None
-        runners["int8"] = q.run
-    else:
-        _set_variants(out_dir, variants)
-    for name in variants:
-        report[name]["size_mb"] = (out_dir / VARIANTS[name]).stat().st_size / 1e6
-    report["latency"] = _latencies(runners, length, clf.model.config.vocab_size)
+
+def quantize_and_check(job: ExportJob, int8: Int8Settings, gated: bool) -> None:
+    """model.int8.onnx (dynamic int8) and its agreement and accuracy against PyTorch: gated only on
+    labelled check data."""
+    report = job.report
+    t0 = time.perf_counter()
+    report["int8"] = {"file": VARIANTS["int8"], **quantize_int8(job.out_dir / VARIANTS["fp32"],
+                                                               job.out_dir / VARIANTS["int8"], int8)}
+    report["timings_s"]["quantize"] = time.perf_counter() - t0
+    job.variants.append("int8")
+    _set_variants(job.out_dir, job.variants)
+    q = OnnxClassifier(job.out_dir, "int8", threads=job.threads)
+    t0 = time.perf_counter()
+    report["int8"]["check"] = compare(job.reference, q.logits_from_ids(job.rows), job.labels)
+    report["timings_s"]["int8_check"] = time.perf_counter() - t0
+    if gated:
+        job.failures += int8_failures(report["int8"]["check"])
+    report["int8"]["gated"] = gated
+    job.runners["int8"] = q.run
+
+
+def finish(job: ExportJob, t_start: float) -> dict:
+    """Sizes, a quick latency table, PASSED / FAILED, export_report.json."""
+    report = job.report
+    for name in job.variants:
+        report[name]["size_mb"] = (job.out_dir / VARIANTS[name]).stat().st_size / 1e6
+    report["latency"] = _latencies(job.runners, job.max_length, job.clf.model.config.vocab_size)
     report["timings_s"]["total"] = time.perf_counter() - t_start
-    report["passed"], report["failures"] = not failures, failures
-    (out_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report["passed"], report["failures"] = not job.failures, job.failures
+    (job.out_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
 

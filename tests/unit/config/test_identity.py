@@ -37,3 +37,10 @@ def test_differences_name_each_key_with_both_values(corpus_and_model):
     assert "data.prepared_fingerprint: the prepared data changed" in lines
     assert len(lines) == 3
     assert json.loads(json.dumps(old)) == old  # stored in every checkpoint as JSON
+
+
+def test_a_key_added_later_at_the_value_older_runs_had_keeps_their_identity(corpus_and_model):
+    """`task` came after runs existed: at `classification` (what they trained) it is not in the identity, so
+    a run started before it resumes under the same name; another task would be another run."""
+    identity = run_identity(_cfg(corpus_and_model), "fp")
+    assert "task" not in identity and "train.epochs" in identity

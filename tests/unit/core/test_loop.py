@@ -6,6 +6,7 @@ import torch
 from domainft.core.batching import pad_batch
 from domainft.core.loop import TorchEngine, evaluate, train_epoch
 from domainft.core.metrics import confusion_matrix
+from domainft.tasks.classification import ClassificationEval
 
 ROWS = 37  # not a multiple of any batch size below
 
@@ -59,5 +60,6 @@ def test_evaluate_scores_every_row_once_on_one_rank(make_model):
     ids, labels = _rows()
     engine = _engine(make_model)
     engine.eval()
-    cm, loss, rows = evaluate(engine, _batches(ids, labels, 5), 3, torch.device("cpu"))
+    cm, loss, rows = evaluate(engine, _batches(ids, labels, 5), ClassificationEval(3, torch.device("cpu")),
+                              torch.device("cpu")).result()
     assert rows == ROWS and np.array_equal(cm.numpy(), _direct(engine.module, ids, labels)) and loss > 0

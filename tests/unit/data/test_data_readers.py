@@ -24,7 +24,7 @@ BAD = Path(__file__).resolve().parents[2] / "fixtures" / "bad"
 
 
 def read_chunks(spec, chunk_bytes=1 << 30, fmt="auto", quoting="auto", encoding="utf-8"):
-    """The chunks prepare reads, planned, scanned and aligned as `distributed.datasets._parse` does."""
+    """The chunks prepare reads, planned, scanned and aligned as `distributed.datasets.parse` does."""
     files = collect_sources(str(spec), None, fmt)
     chunks = plan_chunks(files, chunk_bytes, ascii_compatible(encoding), quoting)
     return align_chunks(chunks, [scan_chunk(c, encoding) if needs_scan(c) else None for c in chunks])

@@ -4,7 +4,7 @@ import torch
 
 from domainft.core.geometry import geometry
 from domainft.distributed.progress import Reporter
-from domainft.distributed.recipe import Progress
+from domainft.distributed.progress import Progress
 
 
 class Recorder(Reporter):

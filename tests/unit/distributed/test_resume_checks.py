@@ -6,7 +6,8 @@ import pytest
 from ray.train import WorkerGroupError
 
 from domainft.config import ConfigError
-from domainft.distributed.trainer import check_resumable, user_error_of
+from domainft.distributed.checkpoints import check_resumable
+from domainft.distributed.trainer import user_error_of
 from domainft.errors import UserError
 
 IDENTITY = {"optim.lr": 5e-5, "train.epochs": 3, "data.prepared_fingerprint": "abc"}

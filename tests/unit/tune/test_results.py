@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from domainft.config import load_config
-from domainft.config.sweep import trial_dict
+from domainft.config.sweep import trial_changes
 from domainft.tuning_results import (best_config, format_table, plot_metric_vs_params, rank, trial_row,
                                      write_best_config, write_csv)
 
@@ -63,13 +63,14 @@ def test_plot_is_a_png(tmp_path):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_trial_dict_applies_dotted_values():
-    base = {"output_dir": "/b", "optim": {"lr": 1e-4}, "train": {"epochs": 3}, "run": {"name": "x"}}
-    raw = trial_dict(base, {"optim.lr": 3e-5, "train.epochs": 2.0, "deepspeed.zero_stage": 1}, "/s/trials/t1")
-    assert raw == {"output_dir": "/s/trials/t1", "optim": {"lr": 3e-5}, "train": {"epochs": 2},
-                   "deepspeed": {"zero_stage": 1}, "run": {"name": None, "storage_path": None}}
-    assert isinstance(raw["train"]["epochs"], int)  # quniform gives 2.0: an integer key gets 2
-    assert base["optim"]["lr"] == 1e-4  # not mutated
+def test_trial_changes_coerce_the_sampled_values_and_set_the_trial_paths():
+    params = {"optim.lr": 3e-5, "train.epochs": 2.0, "deepspeed.zero_stage": 1}
+    changes = trial_changes(params, "/s/trials/t1", run_name="trial_t1", storage_path="/s/trials/t1/ray")
+    assert changes == {"optim.lr": 3e-5, "train.epochs": 2, "deepspeed.zero_stage": 1, "output_dir": "/s/trials/t1",
+                       "run.name": "trial_t1", "run.storage_path": "/s/trials/t1/ray"}
+    assert isinstance(changes["train.epochs"], int)  # quniform gives 2.0: an integer key gets 2
+    assert params["train.epochs"] == 2.0  # not mutated
+    assert trial_changes({}, "/o")["run.name"] is None  # default: named from output_dir, as a user's run is
 
 
 def test_best_config_is_a_valid_train_config(tmp_path, base_file):

@@ -5,7 +5,7 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from domainft.config.sweep import SweepConfig
-from domainft.distributed.tuning import to_tune_space
+from domainft.distributed.tune import to_tune_space
 
 
 def _sweep(searcher="random"):

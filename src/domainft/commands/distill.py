@@ -1,30 +1,29 @@
 """`domainft distill CONFIG`: train a small student on the teacher's soft labels, through the same
 engine as `train` (Ray Train workers, DeepSpeed ZeRO, layer-wise LR, checkpoints, resume, eval).
 
-1. The student: `distill.student` (a model sharing the teacher's tokenizer), or built from the teacher
-   (student_layers / student_hidden_size, core/distill.py) and written to <output_dir>/student_init/.
-2. The config trains that student (model.name_or_path = it); every worker also holds the teacher
-   and uses the distillation loss (distributed/recipe.py: distillation).
-3. <output_dir>/best/ is the student; metrics.json gains "distillation": teacher vs student.
+setup: the student is `distill.student` (a model sharing the teacher's tokenizer), or built from the
+teacher (student_layers / student_hidden_size, core/distill.py) and written to <output_dir>/student_init/;
+the run's config is the config with model.name_or_path = the student (its loss, the task's distillation
+loss, brings the teacher into every worker); the data is prepared with the student's tokenizer.
+run: `train_prepared`. finish: metrics.json gains "distillation": teacher vs student, side by side.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from domainft import console
-from domainft.config import Config
+from domainft.config import Config, derive
 from domainft.errors import UserError
 
 STUDENT_INIT = "student_init"
 
 
 def teacher_labels(teacher: str) -> list[str]:
-    """The teacher's label names in id order, from its config.json (a classifier's id2label)."""
-    cfg = json.loads((Path(teacher) / "config.json").read_text(encoding="utf-8"))
-    id2label = cfg.get("id2label") or {}
-    return [id2label[str(i)] for i in range(len(id2label))]
+    """The teacher's label names in id order (a sequence classifier's config.json id2label)."""
+    from domainft.export.source import labels_in_order, read_classifier_config
+
+    return labels_in_order(read_classifier_config(Path(teacher)), Path(teacher) / "config.json")
 
 
 def build_student(cfg: Config) -> str:
@@ -56,16 +55,15 @@ def student_run_config(cfg: Config) -> Config:
     """The config that trains the student: `cfg` with model.name_or_path = the student's folder."""
     if not cfg.distill.teacher:
         raise UserError("distill.teacher: `domainft distill` needs the fine-tuned teacher (an exported best/ folder)")
-    student_cfg = cfg.model_copy(deep=True)
     with console.to_log():
-        student_cfg.model.name_or_path = build_student(cfg)
-    return student_cfg
+        student = build_student(cfg)
+    return derive(cfg, {"model.name_or_path": student}, "the distillation student's run")
 
 
 def run_distill(cfg: Config) -> dict:
-    """Build the student, prepare the data with the teacher's tokenizer, train, compare, write metrics."""
+    """Build the student, prepare the data with its tokenizer, train, compare, write metrics."""
+    from domainft.commands.prepare import ensure_prepared
     from domainft.distributed.cluster import init_ray
-    from domainft.distributed.datasets import ensure_prepared
 
     student_cfg = student_run_config(cfg)
     init_ray()
@@ -74,19 +72,15 @@ def run_distill(cfg: Config) -> dict:
 
 def distill_prepared(student_cfg: Config, report: dict, quiet: bool = False) -> dict:
     """Train the student on prepared splits, then compare it with the teacher (metrics.json, tables)."""
-    from domainft.distributed.trainer import train_prepared, write_json
+    from domainft.commands.train import train_prepared, write_json
     from domainft.summary import format_distillation, format_summary
+    from domainft.tasks import get_task
 
-    teacher = student_cfg.distill.teacher
-    labels = teacher_labels(teacher)
-    if report["label_names"] != labels:
-        raise UserError(f"distill.teacher {teacher}: its labels {labels} differ from the data's "
-                        f"{report['label_names']} (same names, same order needed)")
-    summary = train_prepared(student_cfg, report, quiet=True)
-    summary["distillation"] = compare(teacher, summary["best_model_dir"], report)
+    summary = train_prepared(student_cfg, report, quiet=True)  # the teacher's labels are checked in the RunSpec
+    summary["distillation"] = compare(student_cfg.distill.teacher, summary["best_model_dir"], report)
     write_json(os.path.join(student_cfg.output_dir, "metrics.json"), summary)
     if not quiet:
-        print(format_summary(summary, with_history=False))
+        print(format_summary(summary, get_task(student_cfg.task).summary_lines(summary)))
         print(format_distillation(summary["distillation"]))
     return summary
 

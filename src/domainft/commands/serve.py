@@ -1,0 +1,35 @@
+"""`domainft serve MODEL_DIR`: setup (the options, validated; the folder checked by the task whose model it
+holds, before Ray starts) -> run (the app on Ray Serve: distributed/serve.py; wait until the model answers)
+-> serve until Ctrl-C, then stop what was started."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from domainft.config.serve import ServeConfig
+
+
+def run_serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: Optional[str] = None) -> None:
+    from domainft import console
+    from domainft.distributed.serve import application_on_ray, wait_ready
+    from domainft.tasks import task_of_model_dir
+
+    labels = task_of_model_dir(cfg.model_dir).check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)
+    console.setup_logging(str(Path.home() / ".cache" / "domainft" / "serve"))  # logs/domainft.log there
+    try:
+        with application_on_ray(cfg, host, port, address) as url:
+            print(f"loading {cfg.model_dir} ({cfg.backend} {cfg.variant}, {len(labels)} labels) on "
+                  f"{cfg.replicas} replica(s) ...", flush=True)
+            wait_ready(url)
+            batching = f"batches of up to {cfg.max_batch_size}" if cfg.max_batch_size > 1 else "no batching"
+            print(f"serving at {url}  ({batching}, {cfg.batch_wait_ms:g} ms wait, {cfg.max_queued} queued max)\n"
+                  f"  API docs:  {url}/docs\n"
+                  f"  models:    curl -s {url}/v1/models\n"
+                  f"  classify:  curl -s -X POST {url}/v1/classify -H 'Content-Type: application/json' "
+                  f"-d '{{\"texts\": [\"Shares rose after the results.\"]}}'\n"
+                  f"Ctrl-C to stop", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping", flush=True)

@@ -1,0 +1,108 @@
+"""The task seam: what differs between kinds of fine-tuning, and nothing else.
+
+Data, the engine, unfreezing, checkpoints, resume, Tune and the CLI are shared; a `Task` holds only
+what a kind of fine-tuning changes:
+
+- data: how a prepared record becomes a training example (`examples`) and how examples are padded
+  into a batch (`collate`);
+- the model: which class is built over the pretrained weights (`build_model`);
+- the loss: as data derived from the config (`loss_spec`) and as a function in the workers (`build_loss`);
+- eval: what is accumulated over the eval split and summed across ranks (`evaluator`), the metrics
+  made of it, which of them is better higher, and how an epoch reads on the console;
+- outputs: what `best/` holds (`export`) and which predictor serves it (`predictor_loader`).
+
+`config.task` names the task (`classification` by default); `get_task` is the only place that picks one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+
+from domainft.config import Config
+from domainft.runspec import RunSpec
+
+
+class Task(Protocol):
+    name: str
+    architecture_suffix: str  # what its models' config.json `architectures` end with (...ForSequenceClassification)
+    example_columns: tuple[str, ...]  # the prepared Parquet columns a training example is read from
+    epoch_header: str  # the console's per-epoch table header (epoch_row fills it)
+
+    def examples(self, encode: Callable, records: Any) -> Any:
+        """A prepared record batch (pyarrow Table: text, label, provenance) -> training examples."""
+
+    def collate(self, batch: Mapping[str, Any], pad_id: int) -> dict:
+        """Examples from the prepared Parquet (numpy, ragged) -> padded model inputs (torch)."""
+
+    def build_model(self, name_or_path: str, label_names: Sequence[str], *, trust_remote_code: bool = False,
+                    revision: Optional[str] = None, load_in_8bit: bool = False, device: Any = None,
+                    meta: bool = False) -> Any:
+        """The model a run trains, over the pretrained weights; meta: the architecture on the meta device,
+        from config.json alone (planning)."""
+
+    def loss_spec(self, cfg: Config, label_names: Optional[Sequence[str]], class_counts: Optional[Sequence[int]]
+                  ) -> tuple[dict, list[str]]:
+        """(the run's loss as JSON-able data, the config's problems with it)."""
+
+    def build_loss(self, spec: RunSpec, device: Any) -> tuple[Optional[Callable], Optional[dict]]:
+        """(loss_fn(output, batch) or None for the model's own loss, extra forward kwargs or None)."""
+
+    def metric_higher_is_better(self, metric: str) -> bool: ...
+
+    def evaluator(self, spec: RunSpec, device: Any) -> Any:
+        """A core.loop.Evaluator: accumulates a rank's eval batches; `evaluate` sums it across ranks."""
+
+    def eval_metrics(self, evaluator: Any, spec: RunSpec) -> dict:
+        """The epoch's eval record from the summed evaluator: eval_loss, eval_rows and the task's own."""
+
+    def epoch_row(self, record: Mapping) -> str: ...
+
+    def warnings(self, best: Mapping, history: Sequence[Mapping], spec: RunSpec) -> list[str]:
+        """Plain-language warnings about the best epoch, for the console and metrics.json."""
+
+    def summary_lines(self, summary: Mapping) -> list[str]:
+        """The best epoch, as the console's final table shows it."""
+
+    def export(self, spec: RunSpec, weights: Mapping, trained: Sequence[str]) -> dict:
+        """Write <output_dir>/best/ (and best_adapter/ for an adapter) from the trained fp32 weights.
+        Returns {"best_model_dir", "adapter_dir" (or None), "merged"}."""
+
+    def check_model_dir(self, folder: Any, backend: str, variant: str) -> list[str]:
+        """Cheap checks of a folder before serving it (UserError naming the file); returns its labels."""
+
+    def predictor_loader(self, serve_cfg: Any) -> Callable[[], Any]:
+        """What a serving replica calls to build its predictor (picklable)."""
+
+
+def _tasks() -> dict[str, Task]:
+    from domainft.tasks.classification import Classification
+
+    return {t.name: t for t in (Classification(),)}
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(_tasks())
+
+
+def get_task(name: str) -> Task:
+    """The task of `config.task` (validated by the config schema, so an unknown name is a bug)."""
+    tasks = _tasks()
+    if name not in tasks:
+        raise ValueError(f"unknown task {name!r}; domainft has {sorted(tasks)}")
+    return tasks[name]
+
+
+def task_of_model_dir(folder: Any) -> Task:
+    """The task whose models a folder holds, by its config.json `architectures` (a `best/` or an export
+    folder); a folder that names none falls to the first task, whose checks then say what is wrong."""
+    tasks = list(_tasks().values())
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        architectures = [str(a) for a in config.get("architectures") or []]
+    except (OSError, ValueError, AttributeError):
+        architectures = []
+    for task in tasks:
+        if any(a.endswith(task.architecture_suffix) for a in architectures):
+            return task
+    return tasks[0]
