@@ -21,9 +21,9 @@ STUDENT_INIT = "student_init"
 
 def teacher_labels(teacher: str) -> list[str]:
     """The teacher's label names in id order (a sequence classifier's config.json id2label)."""
-    from domainft.export.source import labels_in_order, read_classifier_config
+    from domainft.export.source import classifier_labels
 
-    return labels_in_order(read_classifier_config(Path(teacher)), Path(teacher) / "config.json")
+    return classifier_labels(Path(teacher))
 
 
 def build_student(cfg: Config) -> str:

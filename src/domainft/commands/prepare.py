@@ -78,7 +78,7 @@ def fresh_report(layout: PreparedLayout, fp: str) -> Optional[dict]:
             report = json.load(f)
     except (OSError, ValueError):
         return None
-    if report.get("fingerprint") != fp or "pad_token_id" not in report:  # older prepared data lacks the pad id
+    if report.get("fingerprint") != fp:
         return None
     for d in (report.get("train_dir"), report.get("eval_dir")):
         if not d or not os.path.isdir(d) or not any(n.endswith(".parquet") for n in os.listdir(d)):

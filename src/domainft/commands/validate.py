@@ -9,8 +9,9 @@ from domainft.families import family_problems
 
 def run_validate(cfg: Config, source: str = "config") -> str:
     """The resolved config as YAML. Raises ConfigError with the model's problems."""
-    problems = family_problems(cfg.model.name_or_path, cfg.model.revision)
-    if not problems and cfg.peft.method != "none":  # target modules, virtual tokens: the model's modules (torch)
+    if cfg.peft.method == "none":
+        problems = family_problems(cfg.model.name_or_path, cfg.model.revision)
+    else:  # the family, then target modules and virtual tokens: the model's modules (imports torch)
         from domainft.planning import model_problems
 
         problems = model_problems(cfg)

@@ -5,7 +5,7 @@ import hashlib
 import json
 from typing import Optional
 
-PREPARE_VERSION = 2  # bump when the output of prepare changes for the same inputs
+PREPARE_VERSION = 3  # bump when the output of prepare changes for the same inputs (3: the report's pad_token_id)
 REQUIRED_KEYS = (
     "rows_read", "rows_kept", "rejected", "duplicates_removed", "empty_removed", "class_counts_before",
     "class_counts_after", "label_map", "train_rows", "eval_rows", "label_names", "max_class_ratio_before",

@@ -62,6 +62,12 @@ def labels_in_order(config: dict, path: Path) -> list[str]:
     return [by_id[i] for i in range(len(by_id))]
 
 
+def classifier_labels(model_dir: Path) -> list[str]:
+    """The labels (index = id) of a sequence-classification folder, checked (UserError naming the file)."""
+    model_dir = Path(model_dir)
+    return labels_in_order(read_classifier_config(model_dir), model_dir / "config.json")
+
+
 def _weight_files(model_dir: Path) -> list[Path]:
     single = model_dir / "model.safetensors"
     if single.is_file():

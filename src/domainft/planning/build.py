@@ -74,7 +74,8 @@ def model_problems(cfg: Config, train_rows: Optional[int] = None) -> list[str]:
     problems = family_problems(cfg.model.name_or_path, cfg.model.revision)
     if problems:
         return problems
-    return _peft_problems(cfg, PLACEHOLDER_LABELS, train_rows, cfg.scaling.num_workers)
+    data = DataSpec(label_names=PLACEHOLDER_LABELS, train_rows=train_rows)
+    return _peft_problems(cfg, PLACEHOLDER_LABELS, _geometry(cfg, data, cfg.scaling.num_workers, []))
 
 
 def check_model(cfg: Config, train_rows: Optional[int] = None) -> None:
@@ -84,18 +85,12 @@ def check_model(cfg: Config, train_rows: Optional[int] = None) -> None:
         raise ConfigError(problems, "config")
 
 
-def _peft_problems(cfg: Config, labels: list[str], train_rows: Optional[int], world: int) -> list[str]:
+def _peft_problems(cfg: Config, labels: list[str], geo: Optional[Geometry]) -> list[str]:
     spec = peft_spec(cfg.peft.model_dump())
     if spec.method == "none":
         return []
     plain = meta_model(cfg, labels, PeftSpec())  # problems are found on the model before wrapping
     t, uf = cfg.train, cfg.unfreeze
-    geo = None
-    if train_rows:
-        try:
-            geo = geometry(train_rows, world, t.batch_size, t.grad_accum, t.epochs, t.max_steps_per_epoch)
-        except ValueError:
-            pass  # reported by build_spec
     thaw = total = None
     # Without the row count the timeline is exact in epochs only for whole-epoch thaw intervals.
     if geo or (uf.every_steps is None and float(uf.every_epochs).is_integer()):
@@ -118,7 +113,7 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
     if problems:  # nothing below can be built for an architecture domainft does not know
         raise ConfigError(problems, "config")
     geo = _geometry(cfg, data, world, problems)
-    peft_problems = _peft_problems(cfg, data.label_names, data.train_rows, world)
+    peft_problems = _peft_problems(cfg, data.label_names, geo)
     if peft_problems:  # the regime cannot be applied to this model: nothing below can be built either
         raise ConfigError(problems + peft_problems, "config")
     model = meta_model(cfg, data.label_names)

@@ -37,11 +37,10 @@ def _method_rows(cfg: Config, spec: RunSpec, gpus: int) -> list[dict]:
     """Trainable parameters and model-state memory (configured ZeRO stage) of every PEFT regime."""
     t, ds = cfg.train, cfg.deepspeed
     labels, spe = spec.data.label_names, spec.geometry.steps_per_epoch if spec.geometry else 1
-    rows = []
+    rows, plain, values = [], meta_model(cfg, labels, PeftSpec()), cfg.peft.model_dump()
     for method in METHODS:
-        values = cfg.peft.model_dump()
         regime = peft_spec({**values, "method": method})
-        if method not in ("none", cfg.peft.method) and peft_problems(meta_model(cfg, labels, PeftSpec()), regime):
+        if method not in ("none", cfg.peft.method) and peft_problems(plain, regime):
             continue  # e.g. prefix tuning on DeBERTa
         model = meta_model(cfg, labels, regime)
         lmap = build_layer_map(model)

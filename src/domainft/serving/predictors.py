@@ -73,11 +73,11 @@ def check_model_dir(folder, backend: str = "torch", variant: str = "fp32") -> li
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "torch":
-        from domainft.export.source import check_weights, labels_in_order, read_classifier_config
+        from domainft.export.source import check_weights, classifier_labels
 
         if variant != "fp32":
             raise UserError(f"--variant {variant} needs --backend onnx (a `domainft export --quantize int8` folder)")
-        labels = labels_in_order(read_classifier_config(folder), folder / "config.json")
+        labels = classifier_labels(folder)
         check_weights(folder)
         if not any((folder / f).is_file() for f in TOKENIZER_FILES):
             raise UserError(f"{folder}: no tokenizer (tokenizer.json or vocab files); save the model with its "

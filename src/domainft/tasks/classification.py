@@ -76,10 +76,9 @@ class Classification:
         """Distillation (distill.teacher), class-weighted CE (train.class_weights: balanced) or the model's CE."""
         d = cfg.distill
         if d.teacher:
-            from domainft.export.source import labels_in_order, read_classifier_config
+            from domainft.export.source import classifier_labels
 
-            teacher = Path(d.teacher)
-            labels = labels_in_order(read_classifier_config(teacher), teacher / "config.json")
+            labels = classifier_labels(Path(d.teacher))
             problems = []
             if label_names is not None and list(label_names) != labels:
                 problems.append(f"distill.teacher: {d.teacher}'s labels {labels} differ from the data's "
