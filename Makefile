@@ -47,11 +47,14 @@ demo: setup
 prepare-demo: setup
 	$(BIN)/domainft prepare configs/bbc_demo.yaml
 
+# Unit tests (no Ray) on two processes (pytest-xdist: each collects on its own); then the integration tier,
+# one local Ray per session, in one process; the 25 slowest tests are printed.
 test: setup
-	$(BIN)/python -m pytest tests/unit tests/integration --durations=25
+	$(BIN)/python -m pytest tests/unit -n 2
+	$(BIN)/python -m pytest tests/integration --durations=25
 
 test-unit: setup
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/unit -n 2 --durations=10
 
 test-integration: setup
 	$(BIN)/python -m pytest tests/integration

@@ -74,15 +74,10 @@ SERVE_LABELS = ["business", "sport", "tech"]
 def tiny_classifier_dir(tmp_path_factory, minilm_path) -> Path:
     """A `best/`-like folder: a 2-layer BERT classifier (random weights, safetensors) with named labels and the
     real MiniLM tokenizer. For serving tests (unit: ASGI client; integration: Ray Serve)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from tiny_models import MINILM_VOCAB, save_tiny
 
     d = tmp_path_factory.mktemp("tiny_classifier") / "best"
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, num_labels=len(SERVE_LABELS),
-                     id2label=dict(enumerate(SERVE_LABELS)), label2id={n: i for i, n in enumerate(SERVE_LABELS)},
-                     architectures=["BertForSequenceClassification"])
-    BertForSequenceClassification(cfg).save_pretrained(d)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(d)
+    save_tiny(d, "bert", 2, len(SERVE_LABELS), tokenizer=minilm_path, vocab_size=MINILM_VOCAB,
+              max_position_embeddings=128, id2label=dict(enumerate(SERVE_LABELS)),
+              label2id={n: i for i, n in enumerate(SERVE_LABELS)})
     return d

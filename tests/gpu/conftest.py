@@ -20,12 +20,7 @@ def gpu_device() -> str:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
     """A 4-layer BERT (random weights, safetensors), no tokenizer: the tests feed token ids."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from tiny_models import save_tiny
 
-    d = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=1200, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=64, num_labels=3)
-    BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
-    return d
+    return save_tiny(tmp_path_factory.mktemp("tiny_bert"), "bert", 4, 3, vocab_size=1200, hidden_size=64,
+                     num_attention_heads=4, intermediate_size=128)

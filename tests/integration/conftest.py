@@ -3,8 +3,13 @@
 Every integration test gets the `integration` marker and a timeout: the known Ray/DeepSpeed
 hangs on a small machine are silent.
 """
+import json
 import os
 import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -40,15 +45,10 @@ def ray_cluster(tmp_path_factory):
 
 def save_tiny_bert(d, minilm_path, hidden_size=32):
     """A 4-layer BERT (random weights, saved as safetensors) with the real MiniLM tokenizer, in `d`."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from tiny_models import MINILM_VOCAB, save_tiny
 
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=4, num_attention_heads=2,
-                     intermediate_size=2 * hidden_size, max_position_embeddings=128, num_labels=3)
-    BertForSequenceClassification(cfg).save_pretrained(d, safe_serialization=True)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(d)
-    return d
+    return save_tiny(d, "bert", 4, 3, tokenizer=minilm_path, vocab_size=MINILM_VOCAB, hidden_size=hidden_size,
+                     intermediate_size=2 * hidden_size, max_position_embeddings=128)
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +101,46 @@ def write_token_splits(root, n_train=1200, n_eval=150, num_classes=3, seed=0, ev
     out["pad_token_id"] = 0  # MiniLM's tokenizer, which the tiny models use
     out["class_counts_after"] = {f"class_{i}": int((train_labels == i).sum()) for i in range(num_classes)}
     return out
+
+
+@dataclass
+class TrainedRun:
+    config: Path       # the YAML the user wrote
+    out: Path          # its output_dir: data/, best/, metrics.json, logs/
+    console: str       # what the user saw (stdout and stderr)
+    returncode: int
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.out / "metrics.json").read_text())
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.out / "data" / "data_report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_model_dir) -> TrainedRun:
+    """`domainft train` once for the session, as a user runs it: a subprocess from a YAML file, with its
+    own local Ray, through prepare (a JSONL corpus, 3 labels), 2 workers under ZeRO-2 with gradual
+    unfreezing and sqrt LR scaling, to best/. The console, plan, continual and export tests read it
+    instead of each training their own. Tests must not write into it."""
+    from corpora import word_corpus
+
+    root = tmp_path_factory.mktemp("trained_run")
+    word_corpus(root / "corpus.jsonl", 240)
+    cfg = root / "run.yaml"
+    cfg.write_text(f"""
+output_dir: {root}/out
+data: {{train: {root}/corpus.jsonl, eval_fraction: 0.2}}
+model: {{name_or_path: {tiny_model_dir}}}
+optim: {{lr: 2.0e-3, lr_scaling: sqrt}}
+train: {{epochs: 2, batch_size: 16, log_every_steps: 2}}
+deepspeed: {{zero_stage: 2}}
+scaling: {{num_workers: 2, cpus_per_worker: 0.5}}
+""")
+    out = subprocess.run([sys.executable, "-m", "domainft.cli", "train", str(cfg)], capture_output=True, text=True,
+                         timeout=850, env={**os.environ, "RAY_ADDRESS": ""})
+    run = TrainedRun(cfg, root / "out", out.stdout + out.stderr, out.returncode)
+    assert run.returncode == 0, run.console[-6000:]
+    return run

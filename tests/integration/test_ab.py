@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from domainft.config import validate_dict
+from run_configs import run_config
 from domainft.commands.train import run_ab
 
 
@@ -25,15 +25,11 @@ def small_bbc(tmp_path, bbc_dir):
 
 @pytest.mark.timeout(900)
 def test_ab_trains_both_arms_on_the_same_split(ray_cluster, tmp_path, small_bbc, tiny_model_dir, capsys):
-    cfg = validate_dict({
-        "output_dir": str(tmp_path / "ab"), "data": {"train": str(small_bbc), "eval_fraction": 0.2},
-        "model": {"name_or_path": str(tiny_model_dir)},
-        "unfreeze": {"every_epochs": 0}, "optim": {"lr": 1e-3, "head_lr_mult": 1.0},
-        "train": {"epochs": 1, "batch_size": 16},
-        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
-        "augment": {"enabled": True, "ab": True, "n_aug": 1, "ops": {"synonym": 0.2, "swap": 0.1, "delete": 0.1,
-                                                                     "insert": 0.1, "backtranslate": 0.0}},
-    })
+    cfg = run_config(tmp_path / "ab", small_bbc, tiny_model_dir, data={"train": str(small_bbc), "eval_fraction": 0.2},
+                     optim={"lr": 1e-3}, scaling={"num_workers": 1},
+                     augment={"enabled": True, "ab": True, "n_aug": 1, "ops": {"synonym": 0.2, "swap": 0.1,
+                                                                               "delete": 0.1, "insert": 0.1,
+                                                                               "backtranslate": 0.0}})
     out = run_ab(cfg)
     arms = out["arms"]
     assert set(arms) == {"baseline", "augmented"}

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from domainft.config import validate_dict
+from run_configs import run_config
 from domainft.commands.audit import run_audit
 from domainft.commands.prepare import run_prepare
 
@@ -43,16 +43,11 @@ def _corpus(path):
 
 
 def _cfg(out, corpus, model_dir, **data):
-    return validate_dict({
-        "output_dir": str(out), "model": {"name_or_path": str(model_dir)},
-        "data": {"train": str(corpus), "eval_fraction": 0.1, "max_length": 24, "max_class_ratio": 1.2, **data},
-        "optim": {"lr": 3e-4, "warmup_ratio": 0.05},
-        "unfreeze": {"every_epochs": 0},
-        "train": {"epochs": 2, "batch_size": 8, "seed": 3, "log_every_steps": 1000},
-        "deepspeed": {"zero_stage": 0},
-        "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
-        "run": {"keep_checkpoints": 1},
-    })
+    # lr 3e-4 and the default x10 head: a pretrained body (MiniLM's lower layers) under a new head
+    return run_config(out, corpus, model_dir,
+                      data={"train": str(corpus), "eval_fraction": 0.1, "max_length": 24, "max_class_ratio": 1.2, **data},
+                      optim={"lr": 3e-4, "head_lr_mult": 10.0}, train_={"epochs": 2, "batch_size": 8, "seed": 3},
+                      deepspeed={"zero_stage": 0}, scaling={"num_workers": 1})
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -185,7 +188,12 @@ def test_marian_actor_pool_masks_and_drops_lost_placeholders(ray_cluster, tmp_pa
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     sentences = [s for r in bbc_rows(per_label=2) for s in re.split(r"(?<=[.!?])\s+", r["text"]) if len(s) > 30]
-    model = mod.build_tiny_seq2seq(tmp_path / "tiny_mt", sentences)
+    # Its vocabulary is made of plain lowercase words: its (random) outputs can hold no protected term and
+    # no digit, so a row without protected terms comes back as new text that is kept, and one with a
+    # placeholder loses it (the model cannot write it) and is dropped.
+    filler = ["the quiet river runs past a green hill at dawn", "some small birds sing over the old stone wall",
+              "people walk slowly along the long path home"] * 40
+    model = mod.build_tiny_seq2seq(tmp_path / "tiny_mt", filler, vocab_size=120)
     terms = FIXTURES / "bbc_terms.txt"
     matcher = build_matcher(tuple(read_terms(terms)))
     with_terms = [s for s in sentences if matcher.spans(s)][:12]
@@ -198,10 +206,33 @@ def test_marian_actor_pool_masks_and_drops_lost_placeholders(ray_cluster, tmp_pa
                               "protected_terms": str(terms),
                               "backtranslation": {"backend": "marian", "forward": str(model),
                                                   "backward": str(model), "batch_size": 5}})
-    out_ds, report = augment_train(ray_cluster.data.from_items(rows), cfg)
-    out = out_ds.take_all()
+    translators, stop = {}, threading.Event()
+
+    def watch():  # the OS's view: which processes ran the Marian stage, under what title
+        while not stop.is_set():
+            for p in psutil.process_iter(["cmdline"]):
+                title = " ".join(p.info["cmdline"] or [])
+                if "MarianStage" in title and title.startswith("ray::"):
+                    translators[p.pid] = title
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        out_ds, report = augment_train(ray_cluster.data.from_items(rows), cfg)
+        out = out_ds.take_all()
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
     augmented = check_output(rows, out, report, matcher)
     assert report["attempted"] == len(rows)
+    # One long-lived actor of Ray Data's actor pool (a map worker) loaded the models and translated every
+    # batch: tasks would show as one process per task, titled by the task, not as a MapWorker.
+    assert len(translators) == 1, translators
+    assert all(t.startswith("ray::MapWorker(") for t in translators.values()), translators
+    # The rows without protected terms come back translated (random weights: new text, the same for many
+    # inputs, so duplicates are dropped), and are kept.
+    assert augmented, report
     # Random weights never reproduce a placeholder: every row with a protected term is dropped, counted.
     lost = sum(report["dropped"][k] for k in ("lost_placeholder", "protected_term_changed", "protected_term_added"))
     assert lost >= len(with_terms)

@@ -3,53 +3,35 @@ with the console a person reads (our lines and bars; Ray's and DeepSpeed's outpu
 `domainft plan` on the same config: its numbers are the ones the workers used."""
 import json
 import os
-import random
 import re
 import subprocess
 import sys
 
 import pytest
 
-WORDS = {"sport": "match goal team league coach", "tech": "software chip phone network data",
-         "money": "bank shares profit market price"}
+from corpora import WORDS
 
 
-@pytest.mark.timeout(900)
-def test_train_command_console_is_quiet_and_complete(tmp_path, tiny_model_dir):
-    rng = random.Random(0)
-    with open(tmp_path / "corpus.jsonl", "w") as f:
-        for i in range(240):
-            label = list(WORDS)[i % 3]
-            words = WORDS[label].split() * 3 + "the a of and to in".split()
-            rng.shuffle(words)
-            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"""
-output_dir: {tmp_path}/out
-data: {{train: {tmp_path}/corpus.jsonl, eval_fraction: 0.2}}
-model: {{name_or_path: {tiny_model_dir}}}
-optim: {{lr: 2.0e-3, lr_scaling: sqrt}}
-train: {{epochs: 2, batch_size: 16, log_every_steps: 2}}
-deepspeed: {{zero_stage: 2}}
-scaling: {{num_workers: 2, cpus_per_worker: 0.5}}
-""")
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    out = subprocess.run([sys.executable, "-m", "domainft.cli", "train", str(cfg)], capture_output=True, text=True,
-                         timeout=850, env=env)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    lines = (out.stdout + out.stderr).splitlines()
-    text = "\n".join(lines)
+def test_train_command_console_is_quiet_and_complete(trained_run):
+    out = trained_run.out
+    lines = trained_run.console.splitlines()
+    text = trained_run.console
     for expected in ("rows read", "global batch 32 = 2 worker(s) x batch 16", "epoch  train_loss", "best epoch",
-                     f"model: {tmp_path}/out/best", f"logs: {tmp_path}/out/logs/"):
+                     f"model: {out}/best", f"logs: {out}/logs/"):
         assert expected in text, expected
     for noise in ("PlacementGroupCleaner", "RayTrainWorker", "SplitCoordinator", "DeprecationWarning",
                   "Loading weights", "Execution plan", "zero_to_fp32", "Reconstructed"):
         assert noise not in text, noise
     assert len(lines) < 60, text
-    log = (tmp_path / "out" / "logs" / "domainft.log").read_text()
+    log = (out / "logs" / "domainft.log").read_text()
     assert log  # the libraries' output went somewhere
-    assert os.path.isfile(tmp_path / "out" / "best" / "model.safetensors")
+    assert os.path.isfile(out / "best" / "model.safetensors")
 
+
+@pytest.mark.timeout(300)
+def test_plan_shows_the_numbers_the_workers_used(trained_run):
+    cfg = trained_run.config
+    env = {**os.environ, "RAY_ADDRESS": ""}
     # `plan` (no Ray) shows what the workers did: every trained group's peak LR (scaled: global batch 32 vs
     # the reference 16, x sqrt 2) and the step it thawed at, and the steps. Before the RunSpec, plan's LRs
     # ignored optim.lr_scaling.
@@ -57,7 +39,7 @@ scaling: {{num_workers: 2, cpus_per_worker: 0.5}}
                           text=True, timeout=300, env=env)
     assert plan.returncode == 0, plan.stderr[-3000:]
     planned = {g["name"]: g for g in json.loads(plan.stdout)["groups"]}
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    metrics = trained_run.metrics
     worker = {g["name"]: g for g in metrics["groups"]}  # the worker's optimizer groups (two per depth)
     assert set(worker) == {name for name, g in planned.items() if g["trained_in_run"]} == \
            {"head", "layer_3", "layer_2", "layer_1"}  # layer_0 would thaw at the last step: never

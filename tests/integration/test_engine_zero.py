@@ -8,11 +8,11 @@ import socket
 import pytest
 import torch
 import torch.distributed as dist
-from transformers import BertConfig, BertForSequenceClassification
 
 from domainft.core import (GradientStop, build_layer_map, build_param_groups, freeze_never_trained,
                            group_lr_lambdas, lowest_trainable_depth, thaw_events, thaw_schedule)
 from domainft.engine.build import build_engine
+from tiny_models import tiny_model
 from domainft.engine.ds_config import build_ds_config
 
 STEPS_PER_EPOCH = 4
@@ -36,10 +36,7 @@ def process_group():
 
 
 def _model():
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=32, num_labels=3)
-    return BertForSequenceClassification(cfg)
+    return tiny_model("bert", 4, 3, seed=0, vocab_size=64, max_position_embeddings=32)
 
 
 def _batch(step: int):

@@ -28,6 +28,8 @@ import psutil
 import pytest
 import yaml
 
+from corpora import word_corpus
+
 # The command the job runs: `train` is the real thing (prepare + fit + export, ~1-2 min here);
 # "prepare" and "validate" exercise the same plumbing faster (see OUTPUT_CHECKS).
 JOB_COMMAND = "train"
@@ -175,7 +177,7 @@ def _ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.Complete
 
 
 @pytest.mark.timeout(600)
-def test_submit_smoke_job(ray_head, tmp_path, bbc_demo_jsonl, minilm_path):
+def test_submit_smoke_job(ray_head, tmp_path, tiny_model_dir):
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -189,8 +191,10 @@ def test_submit_smoke_job(ray_head, tmp_path, bbc_demo_jsonl, minilm_path):
 
     out = tmp_path / "smoke"
     # The job runs on this machine with the head's Python: the venv's interpreter, absolute data and
-    # model paths (data/ and models/ are not uploaded), outputs in the test's tmp dir.
-    overrides = [f"data.train={bbc_demo_jsonl}", f"model.name_or_path={minilm_path}", f"output_dir={out}"]
+    # model paths (data/ and models/ are not uploaded), outputs in the test's tmp dir. A small corpus and
+    # the tiny model: the plumbing is the test, not the model.
+    corpus = word_corpus(tmp_path / "corpus.jsonl", 150)
+    overrides = [f"data.train={corpus}", f"model.name_or_path={tiny_model_dir}", f"output_dir={out}"]
     entrypoint = [sys.executable, "-m", "domainft.cli", JOB_COMMAND, SMOKE_CONFIG, *overrides]
     runtime_env = _runtime_env_file()
     runtime_env["working_dir"] = str(ROOT)

@@ -60,7 +60,24 @@ def server(ray_cluster, tiny_classifier_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ready(server):
+def while_loading(server):
+    """What the server answered before its model loaded: recorded before `ready` opens the gate, whichever
+    test of the module runs first."""
+    url, gate = server
+    assert not gate.exists()
+    with httpx2.Client(base_url=url, timeout=30) as c:
+        deadline = time.monotonic() + 120
+        while True:  # the proxy answers 404 until the app's route table reaches it
+            health = c.get("/healthz")
+            if health.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        return {"healthz": health, "readyz": c.get("/readyz"), "classify": c.post("/v1/classify", json={"texts": ["a"]}),
+                "models": c.get("/v1/models")}
+
+
+@pytest.fixture(scope="module")
+def ready(server, while_loading):
     url, gate = server
     gate.touch()
     wait_all_ready(url)
@@ -97,23 +114,13 @@ async def one_text_requests(url: str, texts: list[str], concurrency: int, retry_
         return await asyncio.gather(*(send(t) for t in texts))
 
 
-def test_not_ready_before_the_model_loads(server):
-    url, gate = server
-    assert not gate.exists(), "runs first: the replicas must still be waiting for their model"
-    with httpx2.Client(base_url=url, timeout=30) as c:
-        deadline = time.monotonic() + 120
-        while True:  # the proxy answers 404 until the app's route table reaches it
-            health = c.get("/healthz")
-            if health.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert health.json()["status"] == "alive"
-        ready = c.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["status"] == "loading", ready.text
-        assert ready.headers["retry-after"] == "1"
-        r = c.post("/v1/classify", json={"texts": ["a"]})
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "loading" in r.json()["detail"]
-        assert c.get("/v1/models").status_code == 503
+def test_not_ready_before_the_model_loads(while_loading):
+    health, ready, r = while_loading["healthz"], while_loading["readyz"], while_loading["classify"]
+    assert health.json()["status"] == "alive"
+    assert ready.status_code == 503 and ready.json()["status"] == "loading", ready.text
+    assert ready.headers["retry-after"] == "1"
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "loading" in r.json()["detail"]
+    assert while_loading["models"].status_code == 503
 
 
 def test_predictions_match_the_model_loaded_directly(ready, tiny_classifier_dir):

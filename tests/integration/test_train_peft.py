@@ -13,22 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from domainft.config import apply_overrides, validate_dict
+from run_configs import run_config
 from domainft.commands.train import train_prepared
 
 
 def _cfg(out, data, model_dir, *overrides):
-    raw = {
-        "output_dir": str(out), "data": {"train": data["train_dir"], "max_length": 64},  # rows are <= 41 tokens
-        "model": {"name_or_path": str(model_dir)},
-        "optim": {"lr": 5e-3, "head_lr_mult": 1.0, "layer_decay": 0.8, "warmup_ratio": 0.05},
-        "unfreeze": {"every_epochs": 0},
-        "train": {"epochs": 1, "batch_size": 16, "seed": 7, "log_every_steps": 10, "max_steps_per_epoch": 12},
-        "deepspeed": {"zero_stage": 2},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
-        "run": {"max_failures": 0},
-    }
-    return validate_dict(apply_overrides(raw, overrides))
+    return run_config(out, data["train_dir"], model_dir, *overrides,
+                      data={"train": data["train_dir"], "max_length": 64},  # rows are <= 41 tokens
+                      optim={"lr": 5e-3, "layer_decay": 0.8}, train_={"log_every_steps": 10, "max_steps_per_epoch": 12},
+                      run={"max_failures": 0})
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Real DeepSpeed, ZeRO 0-3 x fp32/bf16, on 1 and 2 gloo processes (no Ray): fresh optimizer state at
-thaw, and an export equal to the engine's fp32 weights whatever the stage, precision or frozen set.
+"""Real DeepSpeed, ZeRO 0-3 x fp32/bf16, on 1 and 2 gloo processes (no Ray): frozen weights bit-identical
+and no backward below the cut, fresh optimizer state at thaw, and an export equal to the engine's fp32
+weights whatever the stage, precision or frozen set.
 """
 import json
 import os
@@ -20,20 +21,40 @@ def _full_grad(engine, name):
     return (g if g is not None else p.grad).detach().float().cpu().clone()
 
 
+def _module_weights(engine, names):
+    """Full copies of module parameters as the forward sees them (bf16 under bf16; gathered under ZeRO-3)."""
+    import deepspeed
+
+    params = dict(engine.module.named_parameters())
+    with deepspeed.zero.GatheredParameters([params[n] for n in names]):
+        return {n: params[n].detach().clone() for n in names}
+
+
 def _thaw_ranks(rank, world, model_dir, out):
     from domainft.engine.zero import apply_thaws, full_fp32_params
 
+    # depth 0 head, 1 = encoder layer 3, 2 = layer 2 (thaws after THAW steps), 3-5 = layers 1, 0 and the
+    # embeddings: frozen for the whole run
     schedule = {0: 0, 1: 0, 2: THAW, 3: None, 4: None, 5: None}
     results = {}
     for stage, precision in MATRIX:
         engine, groups, stop = build_engine_for_test(model_dir, schedule, stage, precision, world, THAW + AFTER)
+        mine = [i for i, g in enumerate(groups) if g["depth"] == 2]
+        names = [n for i in mine for n in groups[i]["param_names"]]
+        all_names = [n for n, _ in engine.module.named_parameters()]
+        never = [n for n in all_names if "embeddings" in n or ".layer.0." in n or ".layer.1." in n]
+        initial_master, initial_module = full_fp32_params(engine, names), _module_weights(engine, names + never)
+        backward = [0] * 4
+        for i, block in enumerate(engine.module.bert.encoder.layer):
+            block.register_full_backward_hook(lambda m, gi, go, i=i: backward.__setitem__(i, backward[i] + 1))
         for step in range(THAW):
             engine.backward(engine(**batch_for_test(rank, step)).loss)
             engine.step()
             apply_thaws(engine, stop, schedule, groups, engine.global_steps)
-        mine = [i for i, g in enumerate(groups) if g["depth"] == 2]
-        names = [n for i in mine for n in groups[i]["param_names"]]
         start = full_fp32_params(engine, names)
+        frozen_moved = [n for n in names if not torch.equal(start[n], initial_master[n])]
+        frozen_moved += [n for n, w in _module_weights(engine, names).items() if not torch.equal(w, initial_module[n])]
+        backward_while_frozen = list(backward)
         ref = {n: start[n].clone().requires_grad_() for n in names}
         fresh = torch.optim.AdamW([{"params": [ref[n] for n in groups[i]["param_names"]],
                                     "weight_decay": groups[i]["weight_decay"]} for i in mine], lr=1.0)
@@ -52,21 +73,33 @@ def _thaw_ranks(rank, world, model_dir, out):
             got = full_fp32_params(engine, names)
             worst = max(worst, max(float((got[n] - ref[n].detach()).abs().max()) for n in names))
             moved = max(moved, max(float((got[n] - start[n]).abs().max()) for n in names))
-        results[f"{stage}-{precision}"] = {"max_diff": worst, "max_move": moved}
+        never_moved = [n for n, w in _module_weights(engine, never).items() if not torch.equal(w, initial_module[n])]
+        results[f"{stage}-{precision}"] = {"max_diff": worst, "max_move": moved, "frozen_moved": frozen_moved,
+                                           "never_trained_moved": never_moved, "never_trained": len(never),
+                                           "backward_while_frozen": backward_while_frozen, "backward": backward}
     if rank == 0:
         with open(out, "w") as f:
             json.dump(results, f)
 
 
 @pytest.mark.timeout(600)
-def test_thawed_group_updates_equal_a_fresh_adamw(tmp_path, tiny_model_dir):
-    """Before the fix, a group thawed after 4 frozen steps kept AdamW's step count (4+) with zero
-    moments, so its first updates were far from a fresh Adam's on the same gradients."""
+def test_frozen_weights_stay_bit_identical_and_thawed_updates_equal_a_fresh_adamw(tmp_path, tiny_model_dir):
+    """On 2 processes, every stage, fp32 and bf16 (rank 0's view):
+    - a group frozen until its thaw, and the layers frozen for the whole run, keep their exact bits (the
+      module's weights and the optimizer's fp32 masters), and no backward runs in a layer below the
+      lowest trainable one (each encoder layer's backward calls counted);
+    - before the fix, a group thawed after 4 frozen steps kept AdamW's step count (4+) with zero moments,
+      so its first updates were far from a fresh Adam's on the same gradients."""
     out = tmp_path / "thaw.json"
     run_world(_thaw_ranks, 2, tiny_model_dir, str(out))
     results = json.loads(out.read_text())
     assert set(results) == {f"{s}-{p}" for s, p in MATRIX}
     for combo, r in results.items():
+        assert r["frozen_moved"] == [] and r["never_trained_moved"] == [], f"ZeRO {combo}: {r}"
+        assert r["never_trained"] > 0
+        # encoder layers 0..3: only layer 3 (depth 1) runs backward while layer 2 is frozen; then layer 2 too
+        assert r["backward_while_frozen"][:3] == [0, 0, 0] and r["backward_while_frozen"][3] == THAW, combo
+        assert r["backward"][:2] == [0, 0] and r["backward"][2] == AFTER and r["backward"][3] == THAW + AFTER, combo
         assert r["max_move"] > 1e-4, f"ZeRO {combo}: the thawed group did not train"
         assert r["max_diff"] <= 1e-6 * max(1.0, r["max_move"] * 1e3), f"ZeRO {combo}: {r}"
 

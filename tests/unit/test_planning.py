@@ -1,19 +1,14 @@
 """`domainft plan`: groups, LRs, unfreezing timeline, DeepSpeed config and memory, without Ray or weights."""
 import json
 
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
 from domainft.config import validate_dict
 from domainft.planning import format_plan, make_plan
+from tiny_models import MINILM_VOCAB, save_tiny
 
 
 def test_plan_from_a_model_folder_and_prepared_report(tmp_path, minilm_path):
-    model_dir = tmp_path / "model"
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4,
-                                             num_attention_heads=2, intermediate_size=64)).save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(model_dir)
+    model_dir = save_tiny(tmp_path / "model", "bert", 4, num_labels=2, tokenizer=minilm_path,
+                          vocab_size=MINILM_VOCAB, max_position_embeddings=512)
     (tmp_path / "train.jsonl").write_text("{}\n")
     cfg = validate_dict({"output_dir": str(tmp_path / "out"), "data": {"train": str(tmp_path / "train.jsonl")},
                          "model": {"name_or_path": str(model_dir)},

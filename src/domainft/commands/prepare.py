@@ -28,6 +28,7 @@ from domainft.data.sources import collect_sources, input_signature
 from domainft.data.tokenize import encoder_spec, load_tokenizer, tokenizer_signature
 from domainft.distributed import datasets
 from domainft.errors import UserError
+from domainft.tasks import get_task
 
 
 def main(cfg: Config) -> dict:
@@ -221,10 +222,11 @@ def write_splits(cfg: Config, splits: dict, decision: Decision, inputs: Inputs, 
     augmented = cfg.augment.enabled
     actors = None if augmented else max(1, min(datasets.cpus(), parsed_blocks))
     planned = {"train": None if augmented else sum(counts["train_after"]), "eval": sum(counts["eval"])}
+    examples = get_task(cfg.task).examples
     for split, ds in splits.items():
         reporter = live.reporter()
         reporter.bar(f"tokenize {split}", planned[split], "rows")
-        rows[split] = datasets.tokenize_and_write(ds, dirs[split], inputs.encoder, cfg.data.max_length, cfg.task,
+        rows[split] = datasets.tokenize_and_write(ds, dirs[split], inputs.encoder, cfg.data.max_length, examples,
                                                   actors, reporter)
         reporter.close(f"tokenize {split}")
         phases.lap(f"tokenize_write_{split}")

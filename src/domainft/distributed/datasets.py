@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,7 +24,6 @@ from domainft.data.readers import ParseOptions, parse_chunk
 from domainft.data.tokenize import build_encoder
 from domainft.distributed.cluster import init_ray
 from domainft.distributed.progress import LiveProgress, Reporter
-from domainft.tasks import get_task
 
 CHUNK_BYTES = 64 * 1024**2  # big JSONL / CSV / TSV / Parquet inputs are read as several tasks of at most this size
 MIN_CHUNK_BYTES = 1024**2  # ... and at least this (smaller inputs: enough chunks to keep every CPU busy)
@@ -116,12 +115,14 @@ def with_rows(ds, table: pa.Table):
 
 
 class _Tokenize:
-    """One tokenizer per actor, built once from the driver's spec and reused for every batch; the task
-    makes each record a training example with it."""
+    """One tokenizer per actor, built once from the driver's spec and reused for every batch; the task's
+    `examples` makes each record a training example with it. `examples` comes from the driver (pickled by
+    reference): an actor imports its module, not the task's model code."""
 
-    def __init__(self, spec: dict, max_length: int, task: str, reporter: Optional[Reporter] = None, bar: str = ""):
+    def __init__(self, spec: dict, max_length: int, examples: Callable, reporter: Optional[Reporter] = None,
+                 bar: str = ""):
         self.encode = build_encoder(spec, max_length)
-        self.examples = get_task(task).examples
+        self.examples = examples
         self.reporter, self.bar = reporter, bar
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -131,7 +132,7 @@ class _Tokenize:
         return out
 
 
-def tokenize_and_write(ds, path: str, spec: dict, max_length: int, task: str, actors: Optional[int],
+def tokenize_and_write(ds, path: str, spec: dict, max_length: int, examples: Callable, actors: Optional[int],
                        reporter: Optional[Reporter] = None) -> int:
     """Tokenize on an actor pool and write Parquet; returns the rows written (from the file footers).
 
@@ -144,8 +145,8 @@ def tokenize_and_write(ds, path: str, spec: dict, max_length: int, task: str, ac
     # Ray Data logs "constructor arguments in the object store and max_restarts > 0" for every
     # callable class (ray issue 53727); harmless here: the driver holds the arguments until the end.
     bar = f"tokenize {os.path.basename(path)}"
-    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs={"spec": spec, "max_length": max_length, "task": task,
-                                                          "reporter": reporter, "bar": bar},
+    kwargs = {"spec": spec, "max_length": max_length, "examples": examples, "reporter": reporter, "bar": bar}
+    ds = ds.map_batches(_Tokenize, fn_constructor_kwargs=kwargs,
                         batch_size=TOKENIZE_BATCH, batch_format="pyarrow", compute=compute)
     # Writers take no CPU slot: the tokenizer actors may hold every CPU, and a writer that waited
     # for one would stall the pipeline (writing Parquet is light next to tokenizing).

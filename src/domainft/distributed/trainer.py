@@ -5,7 +5,6 @@ with the result (best/, metrics.json, a trial's report) is their driver's (domai
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -38,6 +37,12 @@ class TrainResult:
             return trained_fp32_state_dict(d, CKPT_TAG, [g["param_names"] for g in self.state.groups])
 
 
+# Fault injection, for the restart tests only: "checkpoint:RANK:EPOCH" makes that rank kill itself between
+# writing its checkpoint shard and reporting it (distributed/worker.py). Tests set it on this module
+# (monkeypatch); the product never does, and reads it from nowhere else (no environment variable).
+FAILPOINT: Optional[str] = None
+
+
 def build_trainer(spec: RunSpec, callbacks: Optional[list] = None, progress_hub: Optional[Any] = None) -> TorchTrainer:
     """The TorchTrainer of a run (its name, storage and resources are the spec's: spec.ray).
     `progress_hub`: a distributed.progress.ProgressHub for the workers' lines and bars."""
@@ -48,8 +53,7 @@ def build_trainer(spec: RunSpec, callbacks: Optional[list] = None, progress_hub:
     check_resumable(r.storage_path, r.run_name, spec.identity, explicit=r.explicit_name)
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"spec": spec.to_dict(), "progress": progress_hub,
-                           "failpoint": os.environ.get("DOMAINFT_FAILPOINT")},  # fault injection: restart tests only
+        train_loop_config={"spec": spec.to_dict(), "progress": progress_hub, "failpoint": FAILPOINT},
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=r.run_name, storage_path=r.storage_path,

@@ -136,7 +136,7 @@ def save_and_report(run: WorkerRun, record: dict) -> None:
 
 
 def _failpoint(run: WorkerRun, where: str, epoch: int) -> None:
-    """Fault injection for the restart tests (`DOMAINFT_FAILPOINT=checkpoint:RANK:EPOCH` on the driver):
+    """Fault injection for the restart tests (distributed.trainer.FAILPOINT, set by a test on the driver):
     that rank kills itself mid-checkpoint, once (a marker file in output_dir/workers/ says it fired)."""
     if not run.failpoint or run.failpoint != f"{where}:{run.rank}:{epoch}":
         return

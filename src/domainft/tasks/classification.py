@@ -53,8 +53,9 @@ class Classification:
     epoch_header = EPOCH_HEADER
 
     # -- data ------------------------------------------------------------------------------------------
-    def examples(self, encode: Callable, records: Any) -> Any:
-        return tokenize_table(encode, records)
+    # A plain function, not a method: prepare's tokenizer actors get it pickled by reference and import
+    # domainft.data.tokenize only, not this module's torch and model code.
+    examples = staticmethod(tokenize_table)
 
     def collate(self, batch: Mapping[str, Any], pad_id: int) -> dict:
         return pad_batch(batch, pad_id)

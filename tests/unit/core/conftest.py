@@ -3,8 +3,7 @@ import pytest
 import torch
 import transformers as T
 
-TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100,
-            max_position_embeddings=64)
+from tiny_models import ALL_FAMILIES, TINY, tiny_config, tiny_model  # noqa: F401  (re-exported to tests)
 
 
 @pytest.fixture(autouse=True)
@@ -15,41 +14,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_config(family: str, num_layers: int = 4, num_labels: int = 3, **extra):
-    if family == "bert":
-        return T.BertConfig(num_hidden_layers=num_layers, num_labels=num_labels, **TINY, **extra)
-    if family == "roberta":
-        return T.RobertaConfig(num_hidden_layers=num_layers, num_labels=num_labels, pad_token_id=1, **TINY, **extra)
-    if family == "xlm-roberta":
-        return T.XLMRobertaConfig(num_hidden_layers=num_layers, num_labels=num_labels, pad_token_id=1, **TINY, **extra)
-    if family == "electra":
-        # embedding_size != hidden_size: ELECTRA then adds `embeddings_project`, the case worth testing
-        return T.ElectraConfig(num_hidden_layers=num_layers, num_labels=num_labels, embedding_size=16, **TINY, **extra)
-    if family == "distilbert":
-        return T.DistilBertConfig(n_layers=num_layers, dim=32, n_heads=2, hidden_dim=64, vocab_size=100,
-                                  max_position_embeddings=64, num_labels=num_labels, **extra)
-    if family == "deberta-v2":
-        # v3-style: relative attention with LayerNorm'd rel embeddings, no absolute positions
-        return T.DebertaV2Config(num_hidden_layers=num_layers, num_labels=num_labels, relative_attention=True,
-                                 pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", position_buckets=8,
-                                 max_relative_positions=16, position_biased_input=False, **TINY, **extra)
-    if family == "deberta-v2-conv":
-        # v2-xlarge-style: conv after layer 0, rel embeddings used raw (no encoder LayerNorm)
-        return T.DebertaV2Config(num_hidden_layers=num_layers, num_labels=num_labels, relative_attention=True,
-                                 pos_att_type=["p2c", "c2p"], norm_rel_ebd="none", conv_kernel_size=3,
-                                 max_relative_positions=16, **TINY, **extra)
-    raise KeyError(family)
-
-
-ALL_FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta-v2", "deberta-v2-conv"]
-
-
-def tiny_model(family: str = "bert", num_layers: int = 4, num_labels: int = 3, seed: int = 0, **extra):
-    torch.manual_seed(seed)
-    model = T.AutoModelForSequenceClassification.from_config(tiny_config(family, num_layers, num_labels, **extra))
-    return model
 
 
 def tiny_batch(batch_size: int = 8, seq_len: int = 12, num_labels: int = 3, seed: int = 0):

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from domainft.config import ConfigError, apply_overrides, validate_dict
-from domainft.core.distill import (distillation_loss, hidden_matching_loss, init_student_from_teacher, layer_pairs,
-                                   student_config)
+from domainft.core.distill import (distill_loss_fn, distillation_loss, hidden_matching_loss, init_student_from_teacher,
+                                   layer_pairs, student_config)
 
 
 def test_loss_blends_soft_and_hard_terms():
@@ -28,6 +28,52 @@ def test_hidden_matching_ignores_padding():
     assert hidden_matching_loss(a, b, [0], mask) == 0
     b[1][0, 0, 0] = 2.0
     assert hidden_matching_loss(a, b, [0], mask) == pytest.approx(4.0 / 8)
+
+
+def test_the_loss_fn_runs_the_teacher_on_the_batch(make_model, make_batch):
+    """The `loss_fn` the workers use scores the student against the teacher's logits on the same batch: a
+    different teacher gives a different loss, and the loss is the blend computed from that teacher's output."""
+    student, teacher, other = (make_model("bert", num_layers=2, seed=s).eval() for s in (0, 1, 2))  # no dropout
+    batch = make_batch(seed=3)
+    out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    with torch.no_grad():
+        t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = distill_loss_fn(teacher, temperature=2.0, alpha=0.7)(out, batch)
+    assert torch.allclose(loss, distillation_loss(out.logits, t_logits, batch["labels"], 2.0, 0.7))
+    assert not torch.allclose(loss, distill_loss_fn(other, temperature=2.0, alpha=0.7)(out, batch))
+    assert not any(p.grad is not None for p in teacher.parameters())
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())  # no autograd through the teacher
+
+
+def test_hidden_loss_adds_its_gradient(make_model, make_batch):
+    """hidden_loss > 0 adds the hidden-state term: the student's gradient changes by exactly that term's."""
+    teacher = make_model("bert", num_layers=4, seed=1).eval()  # no dropout: the runs differ by the loss only
+    batch = make_batch(seed=3)
+    layers = [1, 3]
+
+    def grads(weight, only_hidden=False):
+        student = AutoModelForSequenceClassification.from_config(student_config(teacher.config, layers))
+        init_student_from_teacher(student, teacher, layers)
+        student.eval()
+        out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        if only_hidden:
+            with torch.no_grad():
+                t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=True)
+            loss = weight * hidden_matching_loss(out.hidden_states, t.hidden_states, layers, batch["attention_mask"])
+        else:
+            loss = distill_loss_fn(teacher, 2.0, 0.5, weight, layers)(out, batch)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+    plain, matched, hidden_only = grads(0.0), grads(5.0), grads(5.0, only_hidden=True)
+    layer0 = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(plain[layer0], matched[layer0])
+    for name, g in hidden_only.items():
+        assert torch.allclose(matched[name], plain[name] + g, atol=1e-6), name
+    with pytest.raises(ValueError, match="layer map"):
+        distill_loss_fn(teacher, 2.0, 0.5, 1.0)
 
 
 def test_layer_selected_student_copies_the_chosen_layers(make_model):

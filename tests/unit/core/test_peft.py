@@ -127,14 +127,10 @@ def test_model_problems_name_the_key_and_what_the_model_has(make_model):
 
 @pytest.fixture(scope="module")
 def saved_bert(tmp_path_factory, minilm_path):
-    from transformers import BertConfig, BertForSequenceClassification
+    from tiny_models import MINILM_VOCAB, save_tiny
 
-    d = tmp_path_factory.mktemp("bert")
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, intermediate_size=64, num_labels=3)
-                                  ).save_pretrained(d)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(d)
+    d = save_tiny(tmp_path_factory.mktemp("bert"), "bert", 2, 3, tokenizer=minilm_path, vocab_size=MINILM_VOCAB,
+                  max_position_embeddings=512)
     return str(d)
 
 

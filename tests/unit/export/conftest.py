@@ -9,6 +9,8 @@ import pytest
 import torch
 import transformers as T
 
+from tiny_models import MINILM_VOCAB, tiny_config
+
 LABELS = ["neg", "neu", "pos"]
 EASY_WORDS = {"neg": "awful terrible", "neu": "table chair", "pos": "wonderful great"}
 
@@ -28,13 +30,12 @@ def _labels() -> dict:
 
 def bert_config(**extra) -> T.BertConfig:
     # type_vocab_size 2 with distinct segment embeddings: feeding the mask as segment ids changes logits
-    return T.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, type_vocab_size=2, **_labels(), **extra)
+    return tiny_config("bert", 2, len(LABELS), vocab_size=MINILM_VOCAB, max_position_embeddings=128, type_vocab_size=2,
+                       **_labels(), **extra)
 
 
 def distilbert_config() -> T.DistilBertConfig:
-    return T.DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                              max_position_embeddings=128, **_labels())
+    return tiny_config("distilbert", 2, len(LABELS), vocab_size=MINILM_VOCAB, max_position_embeddings=128, **_labels())
 
 
 def save_classifier(model: torch.nn.Module, dest: Path, tokenizer_dir: Path) -> Path:

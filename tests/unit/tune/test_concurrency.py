@@ -2,16 +2,12 @@
 import pytest
 
 from domainft.config import validate_dict
-from domainft.distributed.capacity import DATA_RESERVE_CPUS, cannot_fit_message, max_concurrent_trials, trial_resources
+from domainft.distributed.capacity import cannot_fit_message, max_concurrent_trials, trial_resources
 
 
 def _cfg(**scaling):
     return validate_dict({"output_dir": "o", "data": {"train": "t"}, "model": {"name_or_path": "m"},
                           "scaling": scaling}, check_paths=False)
-
-
-def test_reserve_is_one_cpu():
-    assert DATA_RESERVE_CPUS == 1.0
 
 
 @pytest.mark.parametrize("cpus,workers,per_worker,expect,by", [

@@ -22,6 +22,18 @@ def test_shipped_sweep_validates(repo_root, monkeypatch, name):
 
 
 def test_all_yaml_in_tune_validate(repo_root, monkeypatch):
+    """Every sweep file, not only the named ones: it loads with its base config, whose inputs exist, and
+    every dimension of its space is a key of that config."""
+    import os
+
     monkeypatch.chdir(repo_root)
-    for path in _sweeps(repo_root):
-        load_sweep(path)
+    paths = _sweeps(repo_root)
+    assert paths
+    for path in paths:
+        sweep, base = load_sweep(path)
+        assert total_trials(sweep) >= 1, path.name
+        assert os.path.exists(base.data.train) and os.path.exists(base.model.name_or_path), path.name
+        dumped = base.model_dump()
+        for key in sweep.space:
+            section, _, name = key.partition(".")
+            assert name in dumped[section], (path.name, key)
