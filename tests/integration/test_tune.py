@@ -112,7 +112,6 @@ def test_interrupted_optuna_sweep_resumes_without_rerunning_finished_trials(ray_
     # signal, like Ctrl-C) once the first trial is done and the second has saved epoch 1; then run it again.
     sweep, base_cfg = _sweep(tmp_path, splits, tiny_model_dir, "num_samples=2", "scheduler=fifo",
                              "searcher=optuna", "max_concurrent_trials=1", "fixed.train.epochs=3")
-    exp = os.path.join(sweep.output_dir, "ray", "sweep")
     trials = os.path.join(sweep.output_dir, "trials")
 
     def saved(trial_id):  # each epoch's checkpoint is saved just before the epoch is reported

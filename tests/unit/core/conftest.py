@@ -3,7 +3,7 @@ import pytest
 import torch
 import transformers as T
 
-from tiny_models import ALL_FAMILIES, TINY, tiny_config, tiny_model  # noqa: F401  (re-exported to tests)
+from tiny_models import ALL_FAMILIES, tiny_config, tiny_model
 
 
 @pytest.fixture(autouse=True)

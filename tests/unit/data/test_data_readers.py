@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from domainft.data import chunks as chunks_mod
-from domainft.data import readers
 from domainft.data.chunks import align_chunks, ascii_compatible, needs_scan, plan_chunks, scan_chunk
 from domainft.data.delimited import detect_quoting
 from domainft.data.readers import FATAL, STATS, ParseOptions, parse_chunk, split_key
@@ -292,7 +291,7 @@ def test_auto_quoting_rule():
     assert detect_quoting('a\tb\nplain\t1\n') == "none"
 
 
-def test_csv_and_tsv_are_cut_when_big_and_compressed_files_stream_in_bounded_memory(tmp_path, monkeypatch):
+def test_csv_and_tsv_are_cut_when_big_and_compressed_files_stream_in_bounded_memory(tmp_path):
     rows = [{"text": f"row {i} " + "word " * 40, "label": "ab"[i % 2]} for i in range(40_000)]
     pd.DataFrame(rows).to_csv(tmp_path / "big.csv", index=False)
     pd.DataFrame(rows).to_csv(tmp_path / "big.tsv", sep="\t", index=False)
