@@ -30,7 +30,9 @@ class Task(Protocol):
     epoch_header: str  # the console's per-epoch table header (epoch_row fills it)
 
     def examples(self, encode: Callable, records: Any) -> Any:
-        """A prepared record batch (pyarrow Table: text, label, provenance) -> training examples."""
+        """A prepared record batch (pyarrow Table: text, label, provenance) -> training examples.
+        A plain function of a light module (`examples = staticmethod(fn)`): prepare's tokenizer actors get
+        it pickled by reference and must not import the task's torch and model code."""
 
     def collate(self, batch: Mapping[str, Any], pad_id: int) -> dict:
         """Examples from the prepared Parquet (numpy, ragged) -> padded model inputs (torch)."""
