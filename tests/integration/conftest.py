@@ -123,7 +123,7 @@ class TrainedRun:
 def trained_run(tmp_path_factory, tiny_model_dir) -> TrainedRun:
     """`domainft train` once for the session, as a user runs it: a subprocess from a YAML file, with its
     own local Ray, through prepare (a JSONL corpus, 3 labels), 2 workers under ZeRO-2 with gradual
-    unfreezing and sqrt LR scaling, to best/. The console, plan, continual and export tests read it
+    unfreezing and sqrt LR scaling, to best/. The console, plan and continual tests read it
     instead of each training their own. Tests must not write into it."""
     from corpora import word_corpus
 

@@ -25,7 +25,7 @@ def small_bbc(tmp_path, bbc_dir):
 
 @pytest.mark.timeout(900)
 def test_ab_trains_both_arms_on_the_same_split(ray_cluster, tmp_path, small_bbc, tiny_model_dir, capsys):
-    cfg = run_config(tmp_path / "ab", small_bbc, tiny_model_dir, data={"train": str(small_bbc), "eval_fraction": 0.2},
+    cfg = run_config(tmp_path / "ab", small_bbc, tiny_model_dir, data={"eval_fraction": 0.2},
                      optim={"lr": 1e-3}, scaling={"num_workers": 1},
                      augment={"enabled": True, "ab": True, "n_aug": 1, "ops": {"synonym": 0.2, "swap": 0.1,
                                                                                "delete": 0.1, "insert": 0.1,

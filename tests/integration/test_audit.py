@@ -45,7 +45,7 @@ def _corpus(path):
 def _cfg(out, corpus, model_dir, **data):
     # lr 3e-4 and the default x10 head: a pretrained body (MiniLM's lower layers) under a new head
     return run_config(out, corpus, model_dir,
-                      data={"train": str(corpus), "eval_fraction": 0.1, "max_length": 24, "max_class_ratio": 1.2, **data},
+                      data={"eval_fraction": 0.1, "max_length": 24, "max_class_ratio": 1.2, **data},
                       optim={"lr": 3e-4, "head_lr_mult": 10.0}, train_={"epochs": 2, "batch_size": 8, "seed": 3},
                       deepspeed={"zero_stage": 0}, scaling={"num_workers": 1})
 

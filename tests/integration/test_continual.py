@@ -15,7 +15,7 @@ from domainft.commands.train import run_train
 
 
 def _cfg(out, corpus, model, **data):
-    return run_config(out, corpus, model, data={"train": str(corpus), "eval_fraction": 0.2, "max_length": 24, **data},
+    return run_config(out, corpus, model, data={"eval_fraction": 0.2, "max_length": 24, **data},
                       optim={"lr": 3e-3}, train_={"epochs": 2, "batch_size": 8, "seed": 4},
                       deepspeed={"zero_stage": 0}, scaling={"num_workers": 1})
 

@@ -19,7 +19,7 @@ from domainft.commands.train import train_prepared
 
 def _cfg(out, data, model_dir, *overrides):
     return run_config(out, data["train_dir"], model_dir, *overrides,
-                      data={"train": data["train_dir"], "max_length": 64},  # rows are <= 41 tokens
+                      data={"max_length": 64},  # rows are <= 41 tokens
                       optim={"lr": 5e-3, "layer_decay": 0.8}, train_={"log_every_steps": 10, "max_steps_per_epoch": 12},
                       run={"max_failures": 0})
 
