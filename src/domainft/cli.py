@@ -148,6 +148,13 @@ def cmd_serve(a) -> int:
     return 0
 
 
+def cmd_init(a) -> int:
+    from domainft.commands.init import run_init
+
+    print(run_init(a.data, a.out, a.model, a.task, a.force))
+    return 0
+
+
 def cmd_setup_wordnet(a) -> int:
     from domainft.data.augment.wordnet_setup import build_wordnet
 
@@ -168,8 +175,30 @@ def _at_least(low: int):
 _positive = _at_least(1)
 
 
+DESCRIPTION = """\
+Fine-tune pretrained transformers on a domain corpus (medical, legal, finance; any language) on a Ray
+cluster: one YAML config from the corpus file to a fine-tuned Hugging Face model, an ONNX export and an
+HTTP API. Today: text classification with BERT-family encoders (BERT, RoBERTa, MiniLM, ...)."""
+
+EPILOG = """\
+the path (each step reads the previous one's output):
+  domainft validate run.yaml   check the config, its model and the data's first rows (no Ray, seconds)
+  domainft plan run.yaml       LRs, unfreezing, DeepSpeed and memory, as the workers will use them (no Ray)
+  domainft train run.yaml      prepare the corpus (Ray Data), then fine-tune (Ray Train + DeepSpeed);
+                               the best model goes to <output_dir>/best
+  domainft export <output_dir>/best out/   ONNX Runtime model with parity checks
+  domainft serve <output_dir>/best         HTTP API on Ray Serve
+Any config key can be changed on the command line: domainft train run.yaml optim.lr=3e-5 train.epochs=2.
+Ray starts locally unless RAY_ADDRESS names a cluster (`ray job submit` sets it).
+Exit codes: 0 done, 2 a problem with your input (one message says what), 1 an internal error (a bug)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="domainft", description=__doc__)
+    from domainft import __version__
+
+    parser = argparse.ArgumentParser(prog="domainft", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"domainft {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
     parser.add_argument("--verbose", action="store_true",
                         help="show Ray, Ray Data, DeepSpeed and transformers output too (always in <output_dir>/logs/)")
@@ -184,43 +213,75 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_commands(sub) -> None:
     """The commands of the path: a config (and dotted overrides) each."""
-    for name, fn, help_ in (
-        ("validate", cmd_validate, "validate a config and print it resolved"),
-        ("prepare", cmd_prepare, "read, clean, balance, split, augment and tokenize the corpus (Ray Data)"),
-        ("augment", cmd_augment, "run only the augmentation of the train split and write it"),
-        ("train", cmd_train, "prepare if needed, then fine-tune on Ray Train + DeepSpeed"),
-        ("distill", cmd_distill, "train a smaller student on a fine-tuned teacher's soft labels (distill: section)"),
+    for name, fn, help_, what in (
+        ("validate", cmd_validate, "check a config, its model and the data's first rows; print the config resolved",
+         "Checks every key and value, the model's config.json, and the first 200 rows of each of the first 20 "
+         "files of the data (format, columns, labels against data.labels); every problem is listed at once. "
+         "No Ray, nothing written; `prepare` reads every row."),
+        ("prepare", cmd_prepare, "read, clean, dedupe, split, balance, augment and tokenize the corpus (Ray Data)",
+         "Starts Ray (or joins RAY_ADDRESS). Writes <output_dir>/data/: the train and eval splits as Parquet, "
+         "data_report.json (counts, balance, rejects) and rejects.jsonl. `train` runs it when the data is "
+         "missing or stale."),
+        ("augment", cmd_augment, "run only the augmentation of the prepared train split and write it",
+         "Starts Ray. Reads <output_dir>/data/train and writes the augmented rows beside it (augment: section)."),
+        ("train", cmd_train, "prepare if needed, then fine-tune on Ray Train + DeepSpeed",
+         "Starts Ray (or joins RAY_ADDRESS). Writes checkpoints under run.storage_path, the best epoch as a "
+         "Hugging Face folder in <output_dir>/best (safetensors), metrics.json, plots and logs/. Resubmitting "
+         "the same config resumes from the last checkpoint."),
+        ("distill", cmd_distill, "train a smaller student on a fine-tuned teacher's soft labels (distill: section)",
+         "Starts Ray. Like `train`, with the teacher (distill.teacher) scoring every batch; the student goes "
+         "to <output_dir>/best."),
     ):
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, description=f"{help_[0].upper()}{help_[1:]}. {what}")
         _config_args(p)
         p.set_defaults(fn=fn)
-    p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys")
-    p.add_argument("config", help="sweep YAML")
-    p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file")
+    p = sub.add_parser("tune", help="Ray Tune sweep over dotted config keys",
+                       description="Ray Tune sweep over dotted config keys of a base config. Starts Ray. The sweep "
+                                   "file names the base config, the space, the searcher and the scheduler; writes "
+                                   "results.csv, a plot and best_config.yaml (which `train` reads) to its "
+                                   "output_dir. Running it again resumes an interrupted sweep.")
+    # `config` as every command's file (k8s-validate reads RayJob entrypoints by it); shown as what it is
+    p.add_argument("config", metavar="sweep", help="sweep YAML file (base:, space:, ...; see tune/ for examples)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the sweep file, e.g. num_samples=8")
     p.set_defaults(fn=cmd_tune)
 
 
 def _add_inspection_commands(sub) -> None:
-    p = sub.add_parser("plan", help="parameter groups, LRs, unfreezing timeline, DeepSpeed config, memory (no Ray)")
+    p = sub.add_parser("plan", help="parameter groups, LRs, unfreezing timeline, DeepSpeed config, memory (no Ray)",
+                       description="What a run will do, from the config alone: parameter groups and their peak LRs, "
+                                   "the unfreezing timeline, the DeepSpeed config and the memory of each ZeRO stage. "
+                                   "No Ray, no weights loaded (the model is built on the meta device), nothing "
+                                   "written.")
     _config_args(p)
-    p.add_argument("--gpus", type=int, default=None, help="GPUs for the memory estimate (default scaling.num_workers)")
+    p.add_argument("--gpus", type=_positive, default=None,
+                   help="GPUs for the memory estimate (default scaling.num_workers)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_plan)
-    p = sub.add_parser("terms", help="mine candidate domain terms from the corpus for augment.protected_terms (no Ray)")
+    p = sub.add_parser("terms", help="mine candidate domain terms from the corpus for augment.protected_terms (no Ray)",
+                       description="Mine candidate domain terms (words and phrases frequent in the corpus, rare in "
+                                   "general text) for augment.protected_terms, which augmentation never changes. "
+                                   "No Ray. Writes the term file and a .tsv of scores beside it.")
     _config_args(p)
     p.add_argument("--top", type=_positive, default=1000, help="most terms written (default 1000)")
     p.add_argument("--out", default=None,
                    help="term file (default <output_dir>/domain_terms.txt; scores in a .tsv beside it)")
     p.set_defaults(fn=cmd_terms)
     p = sub.add_parser("audit", help="find likely label errors: K-fold out-of-fold predictions (Ray Train runs as a "
-                                     "Ray Tune grid) and cleanlab; writes <output_dir>/audit/label_issues.csv")
+                                     "Ray Tune grid) and cleanlab; writes <output_dir>/audit/label_issues.csv",
+                       description="Find likely label errors: K folds of the prepared data each trained as a Ray "
+                                   "Train run (a Ray Tune grid; starts Ray), their out-of-fold predictions scored by "
+                                   "cleanlab. Writes <output_dir>/audit/label_issues.csv to review; the reviewed "
+                                   "file, given as data.label_fixes, relabels and drops rows in `prepare`.")
     _config_args(p)
     p.add_argument("--folds", type=_at_least(2), default=5, help="cross-validation folds (default 5)")
     p.set_defaults(fn=cmd_audit)
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="ONNX Runtime export (fused fp32, optional int8) with parity checks")
+    p = sub.add_parser("export", help="ONNX Runtime export (fused fp32, optional int8) with parity checks",
+                       description="Export a fine-tuned classifier to ONNX Runtime (fused fp32, optionally dynamic "
+                                   "int8), check that it agrees with the PyTorch model, and write model.onnx, the "
+                                   "tokenizer and export_report.json to OUT_DIR. No Ray.")
     p.add_argument("model_dir", help="a fine-tuned HF classifier folder, e.g. <output_dir>/best")
     p.add_argument("out_dir", help="where model.onnx, model.int8.onnx, the tokenizer and export_report.json go")
     p.add_argument("--quantize", choices=["int8"], default=None, help="also write a dynamic-int8 model.int8.onnx")
@@ -236,7 +297,11 @@ def _add_export(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="serve a model over HTTP on Ray Serve (batched; blocks until Ctrl-C)")
+    p = sub.add_parser("serve", help="serve a model over HTTP on Ray Serve (batched; blocks until Ctrl-C)",
+                       description="Serve a fine-tuned classifier (a best/ folder or an export) over HTTP on Ray "
+                                   "Serve: POST /v1/classify, GET /v1/models, /healthz, /readyz (OpenAPI at /docs). Starts Ray (or joins "
+                                   "--address), batches requests across clients, sheds load with 503 + "
+                                   "Retry-After; blocks until Ctrl-C.")
     p.add_argument("model_dir", help="a `best/` folder (--backend torch) or a `domainft export` folder (--backend onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=_positive, default=8000, help="HTTP port (default 8000)")
@@ -262,10 +327,34 @@ def _add_serve(sub) -> None:
 
 
 def _add_tools(sub) -> None:
-    p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas")
-    p.add_argument("path", nargs="?", default="k8s", help="folder of manifests")
+    import typing
+
+    from domainft.config import Config
+
+    tasks = typing.get_args(Config.model_fields["task"].annotation)  # the schema's names: no task code imported
+    p = sub.add_parser("init", help="write a commented starter config for your corpus (no Ray)",
+                       description="Write a commented starter config for your corpus: the format, the text and "
+                                   "label columns and the labels are guessed from its first rows (lines marked "
+                                   "CHECK), then the settings people change first, at their defaults. No Ray; "
+                                   "writes only --out.")
+    p.add_argument("--data", required=True, help="your corpus: a file, a folder or a glob (as data.train takes)")
+    p.add_argument("--out", default="run.yaml", help="the config file to write (default: run.yaml)")
+    p.add_argument("--model", default=None,
+                   help="model.name_or_path (default: bert-base-uncased, or bert-base-chinese for Chinese texts)")
+    p.add_argument("--task", choices=tasks, default=tasks[0], help=f"the task (default: {tasks[0]})")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(fn=cmd_init)
+    p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas",
+                       description="Validate KubeRay manifests against the CRD schemas, and the domainft command "
+                                   "each RayJob runs against this CLI. Kustomizations are rendered with "
+                                   "`kubectl kustomize` first, so kubectl must be on PATH when there are any. "
+                                   "No cluster is contacted. Exit 1 when a manifest has a problem.")
+    p.add_argument("path", nargs="?", default="k8s", help="folder of manifests (default: k8s)")
     p.set_defaults(fn=cmd_k8s_validate)
-    p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)")
+    p = sub.add_parser("setup-wordnet", help="build NLTK WordNet from Debian's wordnet-base (offline)",
+                       description="Build the NLTK WordNet corpus that English synonym augmentation reads, from "
+                                   "the files of Debian's wordnet-base package (apt install wordnet-base "
+                                   "wordnet-sense-index), with no download. No Ray. `make setup` does the same.")
     p.add_argument("dest", nargs="?", default=None, help="NLTK data folder (default ~/.cache/domainft/nltk_data)")
     p.set_defaults(fn=cmd_setup_wordnet)
 

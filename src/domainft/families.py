@@ -80,12 +80,21 @@ def read_model_config(name_or_path: str, revision: Optional[str] = None) -> dict
         try:
             path = hf_hub_download(name_or_path, "config.json", revision=revision)
         except Exception as e:  # offline, unknown repo, no network: every hub failure reads the same to a user
-            raise OSError(f"cannot fetch config.json from the hub: {type(e).__name__}: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise OSError(f"cannot fetch config.json from the hub ({type(e).__name__}: {first}); {hub_hint()}") \
+                from None
     with open(path, encoding="utf-8") as f:
         config = json.load(f)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: not a JSON object")
     return config
+
+
+def hub_hint() -> str:
+    """What to do about a hub name that could not be fetched."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE=1 is set: give a local model folder, or set HF_HUB_OFFLINE=0 to download"
+    return "check the name on huggingface.co, or give a local model folder (a path starting with /, ./ or ~)"
 
 
 def family_problems(name_or_path: str, revision: Optional[str] = None, key: str = "model.name_or_path") -> list[str]:

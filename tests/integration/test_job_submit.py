@@ -79,7 +79,7 @@ def _stop_head(temp_dir: str) -> None:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
+    _, alive = psutil.wait_procs(procs, timeout=5)  # `ray stop --grace-period 5`; a test's head holds nothing
     for p in alive:
         try:
             p.kill()
@@ -216,7 +216,7 @@ def test_submit_smoke_job(ray_head, tmp_path, tiny_model_dir):
     deadline = time.monotonic() + JOB_TIMEOUT_S
     status = client.get_job_status(job_id)
     while status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) and time.monotonic() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
         status = client.get_job_status(job_id)
     logs = client.get_job_logs(job_id)
     if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):

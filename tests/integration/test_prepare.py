@@ -2,6 +2,7 @@
 format, bad-record fixtures in both modes, freshness, and the augmentation hook."""
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -73,10 +74,16 @@ def test_bbc_folder_corpus_skip_then_error(ray_cluster, tmp_path, minilm_path, b
     all_ids = train.column("source_id").to_pylist() + ev.column("source_id").to_pylist()
     assert min(all_ids) == "business/001.txt" and "sports/199.txt" not in all_ids
 
-    cfg.data.on_bad_record = "error"
+    # error mode, on a few of the folders' files (the bad one among them), into the same output_dir
+    small = tmp_path / "bbc_small"
+    for label, names in (("sports", ["001.txt", "199.txt", "200.txt"]), ("business", ["001.txt", "002.txt"])):
+        (small / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(bbc_dir / label / name, small / label / name)
+    cfg.data.on_bad_record, cfg.data.train = "error", str(small)
     with pytest.raises(BadRecordError) as e:
         run_prepare(cfg, force=True)
-    assert str(e.value).startswith(f"{bbc_dir / 'sports' / '199.txt'}, whole file: undecodable bytes "
+    assert str(e.value).startswith(f"{small / 'sports' / '199.txt'}, whole file: undecodable bytes "
                                    "[undecodable_bytes]: byte 0xa3 at offset 257 is not valid utf-8")
     assert not os.path.exists(os.path.join(cfg.output_dir, "data", "data_report.json"))  # nothing stale left
 

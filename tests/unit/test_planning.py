@@ -1,8 +1,8 @@
 """`domainft plan`: groups, LRs, unfreezing timeline, DeepSpeed config and memory, without Ray or weights."""
-import json
 
 from domainft.config import validate_dict
 from domainft.planning import format_plan, make_plan
+from prepared import write_report
 from tiny_models import MINILM_VOCAB, save_tiny
 
 
@@ -32,8 +32,7 @@ def test_plan_from_a_model_folder_and_prepared_report(tmp_path, minilm_path):
     assert p["deepspeed"]["zero_optimization"]["stage"] == 2 and "scheduler" not in p["deepspeed"]
 
     # with a prepared report: step numbers (100 rows / 2 workers / batch 10 = 5 steps per epoch)
-    (tmp_path / "out" / "data").mkdir(parents=True)
-    (tmp_path / "out" / "data" / "data_report.json").write_text(json.dumps({"train_rows": 100}))
+    write_report(cfg, train_rows=100)
     p = make_plan(cfg)
     assert p["steps_per_epoch"] == 5 and p["total_steps"] == 15
     assert {g["name"]: g["trainable_from_step"] for g in p["groups"]}["layer_2"] == 5

@@ -17,15 +17,15 @@ from typing import Any, Callable, Optional
 
 from domainft.config import Config
 from domainft.data.collect import Collector
+from domainft.data.freshness import fresh_report, prepare_fingerprint
 from domainft.data.continual import LabelSources, final_labels, replay_class_counts, resolve_label_sources
-from domainft.data.label_fixes import file_digest
-from domainft.data.labels import model_label_names, write_label_map
+from domainft.data.labels import write_label_map
 from domainft.data.layout import PreparedLayout
 from domainft.data.plan import Plan, make_plan
 from domainft.data.readers import ParseOptions
-from domainft.data.report import build_report, count_problems, fingerprint, format_report
-from domainft.data.sources import collect_sources, input_signature
-from domainft.data.tokenize import encoder_spec, load_tokenizer, tokenizer_signature
+from domainft.data.report import build_report, count_problems, format_report
+from domainft.data.sources import collect_sources
+from domainft.data.tokenize import encoder_spec, load_tokenizer
 from domainft.distributed import datasets
 from domainft.errors import UserError
 from domainft.tasks import get_task
@@ -39,52 +39,6 @@ def main(cfg: Config) -> dict:
 def ensure_prepared(cfg: Config) -> dict:
     """Prepared data for `cfg`: the existing report when its fingerprint matches, else a fresh run."""
     return run_prepare(cfg, force=False)
-
-
-def prepare_fingerprint(cfg: Config) -> str:
-    """Hash of data + augment config, seed, each local input file's path, size and mtime, and what
-    decides the tokenizer: model path, revision, trust_remote_code, a local folder's tokenizer files."""
-    d, m = cfg.data, cfg.model
-    inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format),
-              "labels": _label_signature(cfg)}
-    model = {"name_or_path": m.name_or_path, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
-             "tokenizer_files": tokenizer_signature(m.name_or_path)}
-    return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), model, cfg.train.seed, inputs)
-
-
-def _label_signature(cfg: Config) -> dict:
-    """What beyond the corpus decides the labels: the continued model's labels, the replayed run's
-    prepared data, the label fix file's content."""
-    d = cfg.data
-    out: dict = {}
-    try:
-        out["model_labels"] = model_label_names(cfg.model.name_or_path)
-    except ValueError:
-        out["model_labels"] = "invalid"  # resolve_label_sources reports it
-    if d.label_fixes and os.path.isfile(d.label_fixes):
-        out["label_fixes"] = file_digest(d.label_fixes)
-    if d.replay.from_:
-        try:
-            with open(PreparedLayout(d.replay.from_).report, encoding="utf-8") as f:
-                out["replay"] = json.load(f).get("fingerprint")
-        except (OSError, ValueError):
-            out["replay"] = None
-    return out
-
-
-def fresh_report(layout: PreparedLayout, fp: str) -> Optional[dict]:
-    """The report of complete prepared data with fingerprint `fp`, else None."""
-    try:
-        with open(layout.report, encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if report.get("fingerprint") != fp:
-        return None
-    for d in (report.get("train_dir"), report.get("eval_dir")):
-        if not d or not os.path.isdir(d) or not any(n.endswith(".parquet") for n in os.listdir(d)):
-            return None
-    return report
 
 
 @dataclass

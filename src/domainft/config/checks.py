@@ -206,6 +206,12 @@ def _local_exists(pattern: str) -> bool:
     return os.path.exists(pattern)
 
 
+def _resolved(value: str) -> str:
+    """Where a relative path was looked for: the directory the command runs in, not the config file's."""
+    path = os.path.expanduser(value)
+    return "" if os.path.isabs(path) else f" (relative paths are read from the current directory, {os.getcwd()})"
+
+
 def path_problems(raw: dict) -> list[str]:
     """Files the run needs must exist (local paths only; URIs are checked when read).
 
@@ -224,13 +230,13 @@ def path_problems(raw: dict) -> list[str]:
                 "data.replay.from"):
         value = get(key)
         if value and not is_uri(value) and not _local_exists(os.path.expanduser(value)):
-            p.append(f"{key}: no such file, folder or glob match: {value}")
+            p.append(f"{key}: no such file, folder or glob match: {value}{_resolved(value)}")
     p += continual_path_problems(get("data.replay.from"), get("data.label_fixes"))
     name = get("model.name_or_path")
     if name and looks_local(name):  # a path must be a model folder; else it is a hub name
         path = os.path.expanduser(name)
         if not os.path.isdir(path):
-            p.append(f"model.name_or_path: no such model folder: {name}")
+            p.append(f"model.name_or_path: no such model folder: {name}{_resolved(name)}")
         elif not os.path.isfile(os.path.join(path, "config.json")):
             p.append(f"model.name_or_path: {name} has no config.json (not a Hugging Face model folder)")
     return p

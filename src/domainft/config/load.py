@@ -114,10 +114,31 @@ def pydantic_problems(err: ValidationError, model: type[BaseModel], prefix: tupl
     return problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    lines = f"lines {first[key]} and {line}" if first[key] != line else f"twice on line {line}"
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} ({lines}): keep one", key_node.start_mark)
+                first[key] = line
+            except TypeError:  # an unhashable key: construct_mapping says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, source: str) -> Any:
-    """YAML text -> data; a syntax error is a ConfigError naming the line and column."""
+    """YAML text -> data; a syntax error or a duplicate key is a ConfigError naming the line and column."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -183,8 +204,22 @@ def validate_dict(raw: Any, source: str = "config", check_paths: bool = True) ->
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), check_paths: bool = True) -> Config:
     """Read a YAML file, apply `key=value` overrides, validate. Raises ConfigError listing every problem."""
     raw = read_yaml(path, "config file")
+    overrides = list(overrides)
     raw = apply_overrides(raw, overrides)
-    return validate_dict(raw, source=str(path), check_paths=check_paths)
+    try:
+        return validate_dict(raw, source=str(path), check_paths=check_paths)
+    except ConfigError as e:
+        raise ConfigError([_blame_override(p, overrides) for p in e.problems], e.source) from None
+
+
+def _blame_override(problem: str, overrides: list[str]) -> str:
+    """A problem with a key the command line set names that override: the YAML file may not even have it."""
+    key = problem.split(":", 1)[0]
+    for item in reversed(overrides):  # the last one given wins, as in apply_overrides
+        given = item.split("=", 1)[0].strip()
+        if key == given or key.startswith(given + "."):
+            return f"{problem} [from the command-line override {item!r}]"
+    return problem
 
 
 def to_dict(cfg: Config) -> dict:

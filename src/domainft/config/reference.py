@@ -1,4 +1,8 @@
-"""Markdown reference of every config key, generated from the schema (the README embeds it)."""
+"""Markdown reference of every config key, generated from the schema (docs/config.md embeds it).
+
+`python -m domainft.config.reference` prints the table; `--write [FILE]` regenerates the block between the
+markers in FILE (default docs/config.md, relative to the current directory).
+"""
 from __future__ import annotations
 
 import json
@@ -11,6 +15,7 @@ from pydantic_core import PydanticUndefined
 from domainft.config.schema import Config
 
 BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
+DOC = "docs/config.md"  # the page that embeds the reference, relative to the repository root
 
 
 def _type_name(ann: Any) -> str:
@@ -50,9 +55,9 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
-def embed(readme_text: str) -> str:
-    """The README text with its reference section regenerated."""
-    head, rest = readme_text.split(BEGIN, 1)
+def embed(doc_text: str) -> str:
+    """The page's text with its reference block (between BEGIN and END) regenerated."""
+    head, rest = doc_text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return head + markdown() + tail
 
@@ -60,10 +65,11 @@ def embed(readme_text: str) -> str:
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) == 3 and sys.argv[1] == "--write":
-        with open(sys.argv[2], encoding="utf-8") as f:
+    if len(sys.argv) in (2, 3) and sys.argv[1] == "--write":
+        target = sys.argv[2] if len(sys.argv) == 3 else DOC
+        with open(target, encoding="utf-8") as f:
             text = embed(f.read())
-        with open(sys.argv[2], "w", encoding="utf-8") as f:
+        with open(target, "w", encoding="utf-8") as f:
             f.write(text)
     else:
         print(markdown())

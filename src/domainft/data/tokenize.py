@@ -25,7 +25,12 @@ def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remo
         return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code,
                                              use_fast=True)
     except (OSError, ValueError) as e:
-        raise UserError(f"model.name_or_path: cannot load a tokenizer from {name_or_path!r}: {e}") from None
+        from domainft.config.paths import looks_local
+        from domainft.families import hub_hint
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = "" if looks_local(name_or_path) else f"; {hub_hint()}"
+        raise UserError(f"model.name_or_path: cannot load a tokenizer from {name_or_path!r}: {first}{hint}") from None
 
 
 _TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece")

@@ -48,6 +48,11 @@ def meta_model(cfg: Config, label_names: list[str], peft: Optional[PeftSpec] = N
     return apply_peft(model, peft if peft is not None else peft_spec(cfg.peft.model_dump()))
 
 
+# Before `prepare` the steps per epoch are unknown: the timeline is laid out on this many, so that a thaw
+# every 0.5 or 0.25 epochs still lands on its fraction of an epoch (1 step per epoch rounded it to epochs).
+NOMINAL_STEPS_PER_EPOCH = 1000
+
+
 def scheduled_thaws(cfg: Config, lmap: LayerMap, param_counts: Mapping[int, int],
                     steps_per_epoch: int) -> dict[int, Optional[int]]:
     """The unfreeze.* schedule: the optimizer step each depth becomes trainable (the run's end aside: within_run)."""
@@ -120,7 +125,7 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
     lmap = build_layer_map(model)
     t, op = cfg.train, cfg.optim
     scale = batch_lr_scale(t.batch_size * t.grad_accum * world, op.lr_reference_batch, op.lr_scaling)
-    depths = _depths(cfg, model, lmap, geo.steps_per_epoch if geo else 1, scale, problems)
+    depths = _depths(cfg, model, lmap, geo.steps_per_epoch if geo else NOMINAL_STEPS_PER_EPOCH, scale, problems)
     labels_known = bool(report and report.get("label_names"))
     loss, loss_problems = task.loss_spec(cfg, data.label_names if labels_known else None, data.class_counts)
     if problems + loss_problems:

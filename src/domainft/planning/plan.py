@@ -11,16 +11,18 @@ from domainft.core import build_layer_map, estimate_all_stages, estimate_memory
 from domainft.core.peft import METHODS, PeftSpec, peft_problems, peft_spec
 from domainft.core.unfreeze import within_run
 from domainft.data.layout import PreparedLayout
-from domainft.planning.build import build_spec, meta_model, scheduled_thaws
+from domainft.planning.build import NOMINAL_STEPS_PER_EPOCH, build_spec, meta_model, scheduled_thaws
 from domainft.runspec import RunSpec
 
 
-def _report(cfg: Config) -> Optional[dict]:
-    path = PreparedLayout(cfg.output_dir).report
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    return None
+def _report(cfg: Config) -> tuple[Optional[dict], bool]:
+    """The prepared data's report when it is that of this config (else None), and whether stale data is there:
+    its row counts belong to another corpus or other settings (`prepare` would redo it)."""
+    from domainft.data.freshness import fresh_report, prepare_fingerprint
+
+    layout = PreparedLayout(cfg.output_dir)
+    report = fresh_report(layout, prepare_fingerprint(cfg))
+    return report, report is None and os.path.isfile(layout.report)
 
 
 def _int8_params(model) -> int:
@@ -36,7 +38,7 @@ def _int8_params(model) -> int:
 def _method_rows(cfg: Config, spec: RunSpec, gpus: int) -> list[dict]:
     """Trainable parameters and model-state memory (configured ZeRO stage) of every PEFT regime."""
     t, ds = cfg.train, cfg.deepspeed
-    labels, spe = spec.data.label_names, spec.geometry.steps_per_epoch if spec.geometry else 1
+    labels, spe = spec.data.label_names, spec.geometry.steps_per_epoch if spec.geometry else NOMINAL_STEPS_PER_EPOCH
     rows, plain, values = [], meta_model(cfg, labels, PeftSpec()), cfg.peft.model_dump()
     for method in METHODS:
         regime = peft_spec({**values, "method": method})
@@ -65,9 +67,10 @@ def make_plan(cfg: Config, num_gpus: Optional[int] = None) -> dict:
         ConfigError: The config's problems with its model and data (see build_spec).
     """
     t, ds = cfg.train, cfg.deepspeed
-    spec = build_spec(cfg, _report(cfg))
+    report, stale = _report(cfg)
+    spec = build_spec(cfg, report)
     geo = spec.geometry
-    spe = geo.steps_per_epoch if geo else 1
+    spe = geo.steps_per_epoch if geo else NOMINAL_STEPS_PER_EPOCH
     groups = [{"name": d.name, "depth": d.depth, "params": d.params, "trainable_params": d.trainable_params,
                "peak_lr": d.peak_lr, "trainable_from_step": d.scheduled_step if geo else None,
                "trainable_from_epoch": None if d.scheduled_step is None else round(d.scheduled_step / spe + 1, 2),
@@ -81,6 +84,7 @@ def make_plan(cfg: Config, num_gpus: Optional[int] = None) -> dict:
     return {"model": spec.model.name_or_path, "family": spec.model.family, "num_layers": spec.model.num_layers,
             "peft_method": spec.model.peft.method, "eight_bit": spec.optimizer.eight_bit,
             "total_params": total, "trainable_params": trainable, "train_rows": spec.data.train_rows,
+            "stale_data": stale,
             "steps_per_epoch": geo.steps_per_epoch if geo else None,
             "global_batch": geo.global_batch if geo else t.batch_size * t.grad_accum * spec.ray.num_workers,
             "total_steps": geo.total_steps if geo else None,
@@ -111,6 +115,9 @@ def format_plan(p: dict) -> str:
     if p["steps_per_epoch"]:
         lines.append(f"{p['train_rows']} train rows, global batch {p['global_batch']} -> {p['steps_per_epoch']} "
                      f"optimizer steps/epoch, {p['total_steps']} in all")
+    elif p["stale_data"]:
+        lines.append("(the prepared data is not this config's: the data, augment or model settings or the input "
+                     "files changed; run `domainft prepare` for step numbers; timeline in epochs)")
     else:
         lines.append("(no prepared data yet: run `domainft prepare` for step numbers; timeline in epochs)")
     if _schedule_line(p):

@@ -110,11 +110,13 @@ def test_every_shipped_config_validates(path):
     assert yaml.safe_load(open(path))  # non-empty
 
 
-def test_readme_config_reference_is_in_sync():
-    from domainft.config.reference import embed
+def test_docs_config_reference_is_in_sync():
+    from domainft.config.reference import BEGIN, DOC, embed
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert embed(text) == text, "run: python -m domainft.config.reference --write README.md"
+    text = (ROOT / DOC).read_text(encoding="utf-8")
+    assert text.count(BEGIN) == 1, f"{DOC} must hold the generated reference block once"
+    assert embed(text) == text, f"run: python -m domainft.config.reference --write {DOC}"
+    assert BEGIN not in (ROOT / "README.md").read_text(encoding="utf-8"), "the reference lives in docs/config.md"
 
 
 def test_cli_exit_codes_user_error_2_bug_1_with_traceback(tmp_path, monkeypatch, capsys):

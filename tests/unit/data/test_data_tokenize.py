@@ -39,3 +39,12 @@ def test_ids_to_arrow_handles_empty():
 def test_missing_model_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot load a tokenizer"):
         load_tokenizer(str(tmp_path / "nope"))
+
+
+def test_a_hub_name_that_cannot_be_loaded_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # offline (tests/conftest.py) with an empty cache
+    with pytest.raises(UserError) as e:
+        load_tokenizer("no-such-org/bert-typo")
+    assert str(e.value).startswith("model.name_or_path: cannot load a tokenizer from 'no-such-org/bert-typo': ")
+    assert str(e.value).endswith("HF_HUB_OFFLINE=1 is set: give a local model folder, or set HF_HUB_OFFLINE=0 to "
+                                 "download") and "\n" not in str(e.value)

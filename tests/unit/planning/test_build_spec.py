@@ -9,7 +9,9 @@ import math
 import pytest
 
 from domainft.config import ConfigError, apply_overrides, validate_dict
-from domainft.planning import build_spec, make_plan
+from domainft.planning import build_spec, format_plan, make_plan
+from domainft.planning.build import NOMINAL_STEPS_PER_EPOCH
+from prepared import write_report
 from domainft.runspec import RunSpec
 
 REPORT = {"train_rows": 200, "eval_rows": 40, "label_names": ["business", "sport", "tech"], "pad_token_id": 0,
@@ -58,8 +60,7 @@ def test_lr_scaling_is_in_every_peak_lr_and_plan_prints_the_same(cfg_of, tmp_pat
     cfg = cfg_of("optim.lr_scaling=sqrt", "optim.lr_reference_batch=5")  # global batch 20: x2
     spec = build_spec(cfg, REPORT)
     assert spec.optimizer.lr_scale == 2.0 and spec.peak_lrs[0] == pytest.approx(2e-2)
-    (tmp_path / "out" / "data").mkdir(parents=True)
-    (tmp_path / "out" / "data" / "data_report.json").write_text(json.dumps(REPORT))
+    write_report(cfg, **{k: v for k, v in REPORT.items() if not k.endswith(("_dir", "fingerprint"))})
     plan = make_plan(cfg)
     assert [g["peak_lr"] for g in plan["groups"]] == [d.peak_lr for d in spec.depths]
     assert [g["trainable_from_step"] for g in plan["groups"]] == [d.scheduled_step for d in spec.depths]
@@ -96,5 +97,26 @@ def test_an_unsupported_architecture_is_named_with_the_supported_ones(cfg_of, tm
 def test_without_prepared_data_the_timeline_counts_epochs(cfg_of):
     spec = build_spec(cfg_of(), None)
     assert spec.geometry is None and spec.lr is None
-    assert [d.scheduled_step for d in spec.depths] == [0, 0, 1, 2]  # one "step" per epoch
+    n = NOMINAL_STEPS_PER_EPOCH  # the timeline is laid out on nominal steps per epoch
+    assert [d.scheduled_step for d in spec.depths] == [0, 0, n, 2 * n]
     assert spec.data.label_names == ["label_0", "label_1"] and math.isclose(spec.peak_lrs[1], 5e-4)
+
+
+def test_a_thaw_every_half_epoch_lands_mid_epoch_before_prepare(cfg_of):
+    """With 1 step per epoch before prepare, a thaw every 0.5 epochs was rounded to whole epochs."""
+    plan = make_plan(cfg_of("unfreeze.every_epochs=0.5", "train.epochs=2"))
+    assert plan["steps_per_epoch"] is None
+    assert [(g["trainable_from_epoch"], g["trained_in_run"]) for g in plan["groups"]] == [
+        (1, True), (1, True), (1.5, True), (2, True)]
+    assert "epoch 1.5" in format_plan(plan)
+
+
+def test_stale_prepared_data_gives_no_step_numbers(cfg_of, tmp_path):
+    """Prepared data of another corpus or other settings: its row count is not this run's."""
+    cfg = cfg_of()
+    write_report(cfg, train_rows=200)
+    assert make_plan(cfg)["steps_per_epoch"] == 10 and not make_plan(cfg)["stale_data"]
+    changed = cfg_of("data.max_length=64")  # prepare would tokenize again: another row set
+    plan = make_plan(changed)
+    assert plan["steps_per_epoch"] is None and plan["stale_data"]
+    assert "the prepared data is not this config's" in format_plan(plan)
