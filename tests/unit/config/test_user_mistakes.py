@@ -79,3 +79,15 @@ def test_a_hub_name_that_cannot_be_fetched_says_what_to_do(monkeypatch, tmp_path
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online, a name the hub does not have
     assert hub_hint() == ("check the name on huggingface.co, or give a local model folder (a path starting with /, "
                           "./ or ~)")
+
+
+def test_an_unreadable_config_json_is_a_user_error_naming_the_folder(tmp_path, base, capsys):
+    from domainft.cli import main
+
+    bad = tmp_path / "broken_model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "bert", ')  # cut short
+    path = _write(tmp_path, {**base, "model": {"name_or_path": str(bad)}})
+    assert main(["validate", str(path)]) == 2  # not 1, "internal error (a bug)"
+    err = capsys.readouterr().err
+    assert f"model.name_or_path: cannot read the config.json of '{bad}': Expecting property name" in err
