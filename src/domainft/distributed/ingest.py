@@ -57,8 +57,8 @@ def _ingest_options():
 
 
 # Splits up to this size in memory (both together) are read once by the driver into the object store (Ray
-# serializes each block's slice only); larger ones stream from their files. A streamed split is read again every epoch: a few seconds of Ray
-# Data tasks per epoch, which on a small fine-tuning set can be more than the epoch's training.
+# serializes each block's slice only); larger ones stream from their files. A streamed split is read again
+# every epoch: a few seconds of Ray Data tasks per epoch, more than a small fine-tuning set's training.
 IN_MEMORY_SPLIT_BYTES = 256 * 1024**2
 
 
