@@ -6,8 +6,9 @@ import argparse
 import contextlib
 import os
 import sys
+import typing
 
-from domainft.config import ConfigError, load_config
+from domainft.config import Config, ConfigError, load_config
 from domainft.errors import UserError
 
 
@@ -327,10 +328,6 @@ def _add_serve(sub) -> None:
 
 
 def _add_tools(sub) -> None:
-    import typing
-
-    from domainft.config import Config
-
     tasks = typing.get_args(Config.model_fields["task"].annotation)  # the schema's names: no task code imported
     p = sub.add_parser("init", help="write a commented starter config for your corpus (no Ray)",
                        description="Write a commented starter config for your corpus: the format, the text and "

@@ -47,8 +47,7 @@ def head_report(train: str, eval_: Optional[str], fmt: str, opts: ParseOptions, 
         return report
     report.files = len(files)
     report.problems += [f"{f.uri}: empty file" for f in files if f.size == 0]
-    sample = [f for split in (0, 1) for f in files if f.split == split and f.size > 0]
-    sample = [f for split in (0, 1) for f in [g for g in sample if g.split == split][:HEAD_FILES]]
+    sample = [f for split in (0, 1) for f in [g for g in files if g.split == split and g.size > 0][:HEAD_FILES]]
     for chunk in plan_chunks(sample, chunk_bytes=1 << 62, quoting=quoting):  # one whole-file chunk each
         _read_head(chunk, sample[chunk["fidx"]], opts, on_bad_record, report)
     if not report.problems and report.rows and not report.good:
