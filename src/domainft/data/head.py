@@ -45,6 +45,9 @@ def head_report(train: str, eval_: Optional[str], fmt: str, opts: ParseOptions, 
     except UserError as e:
         report.problems.append(f"data: {e}")
         return report
+    except OSError as e:  # object storage without credentials, a permission: pyarrow's filesystems say why
+        report.problems.append(f"data: cannot list {train}{' or ' + eval_ if eval_ else ''}: {e}")
+        return report
     report.files = len(files)
     report.problems += [f"{f.uri}: empty file" for f in files if f.size == 0]
     sample = [f for split in (0, 1) for f in [g for g in files if g.split == split and g.size > 0][:HEAD_FILES]]

@@ -70,3 +70,13 @@ def test_validate_joins_data_problems_with_the_config_s(tmp_path, minilm_path):
     with pytest.raises(ConfigError) as e:
         run_validate(cfg, "run.yaml")
     assert e.value.source == "run.yaml" and len(e.value.problems) == 1 and "malformed JSON" in e.value.problems[0]
+
+
+def test_an_unreachable_object_store_is_a_problem_not_a_crash(monkeypatch):
+    # a bucket behind an endpoint that refuses at once (pyarrow retries for a few seconds): an OSError from
+    # the filesystem, which was an internal error (exit 1) before
+    for k, v in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}.items():
+        monkeypatch.setenv(k, v)
+    (problem,) = _head("s3://no-such-bucket/corpus.jsonl").problems
+    assert problem.startswith("data: cannot list s3://no-such-bucket/corpus.jsonl: ") and "Could not connect" in problem
