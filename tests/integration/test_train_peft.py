@@ -178,3 +178,31 @@ def test_selective_ffn_and_bias_zero1_8bit(ray_cluster, tmp_path, splits, tiny_m
     assert frozen and not changed & set(frozen)
     keys = _optimizer_state_keys(summary["checkpoint"])
     assert "state1" in keys and "exp_avg" not in keys, sorted(keys)[:30]
+
+
+@pytest.mark.timeout(900)
+def test_tiny_deepseek_v3_qlora_with_gradient_checkpointing_exports_plain_and_peft_models(ray_cluster, tmp_path,
+                                                                                          splits, minilm_path):
+    """A decoder LLM (DeepSeek-V3's architecture: MoE layers, multi-head latent attention) as a classifier on
+    2 workers, QLoRA (the base as 4-bit NF4 on CPU) with gradient checkpointing at ZeRO-2: it learns the task,
+    best/ is a plain transformers model (merged into the full-precision base) that scores as the run did, and
+    best_adapter/ loads with peft's AutoPeftModelForSequenceClassification to the same predictions."""
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
+
+    from tiny_models import MINILM_VOCAB, save_tiny
+
+    base = save_tiny(tmp_path / "base", "deepseek_v3", 3, tokenizer=minilm_path, vocab_size=MINILM_VOCAB)
+    cfg = _cfg(tmp_path / "out", splits, base, "peft.method=lora", "peft.r=8", "model.load_in_4bit=true",
+               "train.gradient_checkpointing=true", "optim.lr=1e-2")
+    summary = train_prepared(cfg, splits)
+    k = len(splits["label_names"])
+    assert summary["best"]["accuracy"] > 0.6, summary["best"]  # 3 classes: chance is 1/3
+    merged = AutoModelForSequenceClassification.from_pretrained(summary["best_model_dir"]).eval()
+    assert type(merged).__name__ == "DeepseekV3ForSequenceClassification"
+    logits, labels = _logits(merged, splits)
+    # the run scored with the base in 4 bits; the export merges into the full-precision base
+    assert abs(float((logits.argmax(-1) == labels).float().mean()) - summary["best"]["accuracy"]) <= 0.05
+    adapter = AutoPeftModelForSequenceClassification.from_pretrained(summary["adapter_dir"], num_labels=k).eval()
+    adapter_logits, _ = _logits(adapter, splits)
+    assert torch.equal(adapter_logits.argmax(-1), logits.argmax(-1))

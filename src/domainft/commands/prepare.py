@@ -114,7 +114,10 @@ def setup(cfg: Config, layout: PreparedLayout) -> Inputs:
         shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
     os.makedirs(layout.root, exist_ok=True)
     d, m = cfg.data, cfg.model
-    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
+    notes: list[str] = []
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code, notes)
+    for note in notes:
+        print(f"[prepare] {note}")
     files = collect_sources(d.train, d.eval, d.format)
     sources = resolve_label_sources(m.name_or_path, d.labels, d.replay.from_, d.replay.fraction, d.label_fixes, files)
     explicit = tuple(sources.explicit) if sources.explicit else None

@@ -103,19 +103,40 @@ def peft_problems(cfg: Config) -> list[str]:
                  f"they cannot be merged into the model; use peft.export: adapter (or auto)")
     if pf.method == "selective":
         if not pf.trainable:
-            p.append("peft.trainable: name at least one of ffn, attention, bias, norm")
+            p.append("peft.trainable: name at least one of ffn, attention, bias, norm (mixture-of-experts models also: "
+                     "experts, shared_experts, router)")
         elif len(set(pf.trainable)) != len(pf.trainable):
             p.append("peft.trainable: duplicate kinds")
     if pf.target_modules is not None and (not pf.target_modules or any(not t.strip() for t in pf.target_modules)):
         p.append("peft.target_modules: give module names (e.g. [query, value]), or leave it unset for the default")
-    if cfg.model.load_in_8bit:
+    if cfg.model.load_in_8bit and cfg.model.load_in_4bit:
+        p.append("model.load_in_4bit: set one of model.load_in_8bit and model.load_in_4bit, not both")
+    for key, what, name in (("load_in_8bit", "int8", "LLM.int8"), ("load_in_4bit", "4-bit NF4", "4-bit NF4")):
+        if not getattr(cfg.model, key):
+            continue
         if pf.method != "lora":
-            p.append(f"model.load_in_8bit: the int8 base weights are frozen, so an adapter must train: needs "
+            p.append(f"model.{key}: the {what} base weights are frozen, so an adapter must train: needs "
                      f"peft.method: lora (it is {pf.method})")
         if ds.zero_stage == 3:
-            p.append("model.load_in_8bit: ZeRO-3 does not partition LLM.int8 weights (bitsandbytes keeps a whole "
-                     "int8 copy on every rank, so nothing is saved); use deepspeed.zero_stage 0-2")
+            p.append(f"model.{key}: ZeRO-3 does not partition {name} weights (bitsandbytes keeps a whole {what} "
+                     f"copy on every rank, so nothing is saved); use deepspeed.zero_stage 0-2")
+    if cfg.model.load_in_4bit and not cfg.scaling.use_gpu:
+        p.extend(four_bit_problems())
     return p
+
+
+def four_bit_problems() -> list[str]:
+    """Whether the installed bitsandbytes quantizes to 4-bit NF4 on CPU (builds before 0.46 had no CPU kernels)."""
+    try:
+        import torch
+        from bitsandbytes.functional import quantize_4bit
+
+        quantize_4bit(torch.ones(64), quant_type="nf4")
+    except Exception as e:  # an old or GPU-only build: import or kernel errors of many kinds
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return [f"model.load_in_4bit: the installed bitsandbytes cannot quantize to 4-bit on CPU ({first}); "
+                f"install bitsandbytes>=0.46, or use model.load_in_8bit, or train on GPUs (scaling.use_gpu)"]
+    return []
 
 
 def _teacher_config(path: str) -> dict:

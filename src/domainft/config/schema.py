@@ -67,6 +67,11 @@ class ModelConfig(Strict):
         False, description="Load the frozen base weights as int8 (LLM.int8, bitsandbytes) under LoRA (peft.method: lora), "
                     "at deepspeed.zero_stage 0-2. Runs on CPU too (slower than fp32 there). The export merges the "
                     "adapter into the full-precision base.")
+    load_in_4bit: bool = Field(
+        False, description="QLoRA: load the frozen base weights as 4-bit NF4 (bitsandbytes, double quantization) under "
+                    "LoRA (peft.method: lora), at deepspeed.zero_stage 0-2; the head and norms stay in full precision. "
+                    "Needs a bitsandbytes build with 4-bit kernels for the device (the config check says when it lacks "
+                    "them). The export merges the adapter into the full-precision base.")
 
 
 class OptimConfig(Strict):
@@ -114,12 +119,16 @@ class PeftConfig(Strict):
     alpha: float = Field(16.0, gt=0.0, description="LoRA alpha (the update is scaled by alpha / r).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: Optional[list[str]] = Field(
-        None, description="LoRA target modules (names or dotted name endings, e.g. query, value); default per architecture: "
-                    "attention query and value.")
+        None, description="LoRA target modules (names or dotted name endings, e.g. query, value), or [all-linear] for every "
+                    "linear layer of the layers (attention and MLP; on mixture-of-experts models attention and the "
+                    "routed experts); default per architecture: attention query "
+                    "and value on encoders, the attention projections (q/k/v/o, DeepSeek's MLA projections) on decoders.")
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="Virtual tokens of prompt / prefix tuning.")
-    trainable: list[Literal["ffn", "attention", "bias", "norm"]] = Field(
+    trainable: list[Literal["ffn", "attention", "bias", "norm", "experts", "shared_experts", "router"]] = Field(
         default_factory=lambda: ["ffn"], description="Selective: the kinds that train inside each trainable layer (`bias` = every "
-                                                  "bias, BitFit).")
+                                                  "bias, BitFit; in mixture-of-experts layers `experts` are the routed "
+                                                  "experts, `shared_experts` the always-on ones, `router` the gate that "
+                                                  "picks experts).")
     export: Literal["auto", "merged", "adapter"] = Field(
         "auto", description="`best/` of a LoRA run: `merged` (a plain Hugging Face model; `auto` for LoRA) or `adapter` (the PEFT "
                     "directory). Prompt / prefix tuning cannot be merged (`auto` = adapter). `best_adapter/` always holds "
@@ -138,6 +147,10 @@ class TrainConfig(Strict):
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after N epochs without improvement.")
     log_every_steps: int = Field(10, ge=1, description="Progress line and LR log interval (steps).")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on optimizer steps per epoch (smoke runs).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each trainable layer's activations in the backward pass instead of keeping them: "
+                    "less activation memory (large decoders, long sequences) for about a third more compute. Frozen "
+                    "layers keep no activations either way.")
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="Training loss weights per class: `balanced` weighs class c by N / (C * n_c) over the train "
                             "split as balanced (eval loss stays unweighted).")

@@ -1,17 +1,22 @@
 """The one module that knows model internals: parameter name -> depth from the top.
 
-Depth 0 is the head (classifier, pooler, pre_classifier: everything outside the base model's
-embeddings and encoder layers), depth 1 the top encoder layer, ..., depth L the bottom encoder
-layer, depth L+1 the embeddings. Layer-wise LR, unfreezing, `plan` and the plots all read this
+Depth 0 is the head (classifier, pooler, pre_classifier; a decoder's final norm, `score` or `lm_head`:
+everything outside the base model's embeddings and layers), depth 1 the top layer, ..., depth L the
+bottom layer, depth L+1 the embeddings. Layer-wise LR, unfreezing, `plan` and the plots all read this
 map; nothing else in the package looks at parameter names. The families it knows, and where each
 keeps its blocks, are in domainft/families.py (no torch: `validate` checks a model from config.json).
 
-The map also gives every parameter a *kind* (attention, ffn, norm, embedding, head, ...), which
-selective tuning (core/peft.py) selects by, and it understands PEFT wrappers: an adapter parameter
+The map also gives every parameter a *kind* (attention, ffn, norm, embedding, head; in a mixture-of-experts
+layer experts, shared_experts and router), which selective tuning (core/peft.py) selects by, and it understands PEFT wrappers: an adapter parameter
 (LoRA's `query.lora_A.default.weight`, the wrapped `query.base_layer.weight`) gets the depth and
 kind of the module it adapts, and virtual-token parameters (prompt / prefix tuning's
 `prompt_encoder.*`) sit at the embeddings depth, where the soft prompt enters the model (a prefix
 feeds every layer, so like DeBERTa's shared relative embeddings it belongs to no single layer).
+
+Tied embeddings: a decoder whose LM head is its input embedding matrix (`tie_word_embeddings`, e.g.
+SmolLM2, Qwen2.5-0.5B) has one tensor, which PyTorch names once, as the embedding. It has one depth, the
+embeddings', so one LR (the lowest under layer-wise decay) and it thaws last: the output projection is
+pretrained knowledge of the vocabulary, not a new head. `LayerMap.tied` lists the other names it has.
 """
 from __future__ import annotations
 
@@ -25,13 +30,13 @@ from domainft.families import FAMILIES, SUPPORTED_MODEL_TYPES, FamilySpec
 
 
 class UnsupportedArchitectureError(ValueError):
-    """The model is not one of the encoder families this module knows how to split into depths."""
+    """The model is not one of the families this module knows how to split into depths."""
 
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "LayerMap", "UnsupportedArchitectureError", "build_layer_map"]
 
 # Kinds of parameters. Selective tuning picks among SELECTABLE_KINDS (plus "bias": every bias, BitFit).
-SELECTABLE_KINDS = ("attention", "ffn", "norm")
+SELECTABLE_KINDS = ("attention", "ffn", "norm", "experts", "shared_experts", "router")
 HEAD, EMBEDDING, PROMPT, OTHER = "head", "embedding", "prompt", "other"
 
 
@@ -57,6 +62,10 @@ class LayerMap:
             the map was built for the model itself.
         lora_targets: The family's default LoRA target modules (attention query and value).
         prefix_tuning: Whether PEFT prefix tuning works for this family.
+        prompt_tuning: Whether PEFT prompt tuning works for this family.
+        decoder: A causal LM backbone (pools its last real token; needs a pad token).
+        tied: Other names of a parameter that is shared (`lm_head.weight` -> `model.embed_tokens.weight`):
+            `depth` holds the parameter under its one name only.
     """
 
     family: str
@@ -69,10 +78,13 @@ class LayerMap:
     model_path: str = ""
     lora_targets: tuple[str, ...] = ()
     prefix_tuning: bool = True
+    prompt_tuning: bool = True
+    decoder: bool = False
+    tied: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_depths(self) -> int:
-        """L + 2: head, L encoder layers, embeddings."""
+        """L + 2: head, L layers, embeddings."""
         return self.num_layers + 2
 
     @property
@@ -161,9 +173,9 @@ def _detect(model: nn.Module) -> tuple[str, FamilySpec]:
             f"model_type {model_type!r} but base_model_prefix {prefix!r} (expected {spec.base_model_prefix!r}) "
             f"in {type(model).__name__}; supported: {supported}")
     base = model.base_model
-    if not isinstance(_get(base, "embeddings"), nn.Module) or not isinstance(_get(base, spec.layers), nn.ModuleList):
+    if not isinstance(_get(base, spec.embeddings), nn.Module) or not isinstance(_get(base, spec.layers), nn.ModuleList):
         raise UnsupportedArchitectureError(
-            f"{type(model).__name__} ({model_type!r}) lacks the expected `embeddings` and `{spec.layers}` "
+            f"{type(model).__name__} ({model_type!r}) lacks the expected `{spec.embeddings}` and `{spec.layers}` "
             f"modules; supported: {supported}")
     return model_type, spec
 
@@ -196,7 +208,7 @@ def build_layer_map(model: nn.Module) -> LayerMap:
 
     layers_prefix = _join(base_name, spec.layers) + "."
     # Prefixes of the non-layer blocks inside the base model; none is a prefix of another.
-    prefix_depth: list[tuple[str, int]] = [(_join(base_name, "embeddings") + ".", emb_depth)]
+    prefix_depth: list[tuple[str, int]] = [(_join(base_name, spec.embeddings) + ".", emb_depth)]
     prefix_depth += [(_join(base_name, m) + ".", emb_depth) for m in spec.embedding_extras]
     prefix_depth += [(_join(base_name, m) + ".", num_layers) for m in spec.bottom_layer_extras]
     prefix_depth += [(_join(base_name, m) + ".", 0) for m in spec.base_head_modules]
@@ -221,16 +233,31 @@ def build_layer_map(model: nn.Module) -> LayerMap:
                          f"{unmatched}. Extend core/layers.py for this model variant.")
 
     blocks = {num_layers - i: _join(base_name, spec.layers, str(i)) for i in range(num_layers)}
-    blocks[emb_depth] = _join(base_name, "embeddings")
+    blocks[emb_depth] = _join(base_name, spec.embeddings)
     boundaries: dict[int, tuple[str, ...]] = {d: (name,) for d, name in blocks.items()}
     for extras, d in ((spec.embedding_outputs, emb_depth), (spec.bottom_layer_extras, num_layers)):
         present = tuple(_join(base_name, m) for m in extras if _get(base, m) is not None)
         boundaries[d] = boundaries[d] + present
     kwargs = {k: emb_depth for k in spec.layer_input_kwargs}
     kinds = {name: _kind(name, d, layers_prefix, spec, num_layers) for name, d in depth.items()}
+    module_leaves = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     return LayerMap(family=family, num_layers=num_layers, depth=depth, block_module_names=blocks,
                     boundary_module_names=boundaries, layer_input_kwargs=kwargs, kind=kinds,
-                    lora_targets=spec.lora_targets, prefix_tuning=spec.prefix_tuning)
+                    lora_targets=tuple(t for t in spec.lora_targets if t in module_leaves),
+                    prefix_tuning=spec.prefix_tuning, prompt_tuning=spec.prompt_tuning, decoder=spec.decoder,
+                    tied=_tied_names(model))
+
+
+def _tied_names(model: nn.Module) -> dict[str, str]:
+    """Every other name of a shared parameter -> the one name `named_parameters()` gives it."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            tied[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return tied
 
 
 def _is_norm(name: str) -> bool:
@@ -297,5 +324,7 @@ def _wrapped_map(inner: LayerMap, wrapper: nn.Module, model_path: str) -> LayerM
                     block_module_names={d: _join(model_path, n) for d, n in inner.block_module_names.items()},
                     boundary_module_names={d: moved(ns) for d, ns in inner.boundary_module_names.items()},
                     layer_input_kwargs=dict(inner.layer_input_kwargs), kind=kind, model_path=model_path,
-                    lora_targets=inner.lora_targets, prefix_tuning=inner.prefix_tuning)
+                    lora_targets=inner.lora_targets, prefix_tuning=inner.prefix_tuning,
+                    prompt_tuning=inner.prompt_tuning, decoder=inner.decoder,
+                    tied={_join(model_path, a): _join(model_path, b) for a, b in inner.tied.items()})
 

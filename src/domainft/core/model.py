@@ -1,4 +1,4 @@
-"""Hugging Face model and tokenizer builders for sequence classification."""
+"""Hugging Face model and tokenizer builders for sequence classification (encoders and decoder LLMs)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -36,14 +36,36 @@ def build_config(name_or_path: str, label_names: Sequence[str], trust_remote_cod
         The config.
     """
     id2label, label2id = label_maps(label_names)
-    return AutoConfig.from_pretrained(name_or_path, num_labels=len(id2label), id2label=id2label,
-                                      label2id=label2id, trust_remote_code=trust_remote_code, revision=revision)
+    config = AutoConfig.from_pretrained(name_or_path, num_labels=len(id2label), id2label=id2label,
+                                        label2id=label2id, trust_remote_code=trust_remote_code, revision=revision)
+    if getattr(config, "pad_token_id", None) is None:
+        # A decoder classifier pools the last token that is not padding, so it must know the pad id: the
+        # one prepare padded with (the tokenizer's, else its EOS: data.tokenize.ensure_pad_token).
+        config.pad_token_id = _tokenizer_pad_id(name_or_path, trust_remote_code, revision)
+        vocab = getattr(config, "vocab_size", None)
+        if config.pad_token_id is not None and vocab is not None and config.pad_token_id >= vocab:
+            from domainft.errors import UserError
+
+            raise UserError(f"model.name_or_path: the pad token of {name_or_path}'s tokenizer has id "
+                            f"{config.pad_token_id}, outside the model's vocabulary of {vocab} (config.json "
+                            f"vocab_size): give the tokenizer a pad token the model has, e.g. its EOS token")
+    return config
+
+
+def _tokenizer_pad_id(name_or_path: str, trust_remote_code: bool, revision: Optional[str]) -> Optional[int]:
+    from domainft.errors import UserError
+
+    try:
+        return load_tokenizer(name_or_path, revision=revision, trust_remote_code=trust_remote_code).pad_token_id
+    except UserError:  # a config.json without a tokenizer (plan of configs/models/*): nothing to pool yet
+        return None
 
 
 def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,
                 revision: Optional[str] = None, torch_dtype: Optional[torch.dtype] = torch.float32,
-                load_in_8bit: bool = False, device: Optional[torch.device] = None) -> PreTrainedModel:
-    """Pretrained encoder + a new classification head.
+                load_in_8bit: bool = False, device: Optional[torch.device] = None,
+                load_in_4bit: bool = False) -> PreTrainedModel:
+    """Pretrained encoder or decoder + a new classification head.
 
     Args:
         name_or_path: Local directory or hub name.
@@ -56,7 +78,9 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
             the bf16 copies itself when asked). None: the checkpoint's dtype.
         load_in_8bit: The base model's Linear weights as LLM.int8 (bitsandbytes; frozen), the head
             (core.layers: depth 0) kept in `torch_dtype`.
-        device: Where bitsandbytes quantizes (load_in_8bit only; default CPU).
+        device: Where bitsandbytes quantizes (load_in_8bit / load_in_4bit only; default CPU).
+        load_in_4bit: QLoRA's base: the base model's Linear weights as 4-bit NF4 with double quantization
+            (bitsandbytes; frozen), computing in `torch_dtype`; the head kept in `torch_dtype`.
 
     Returns:
         An AutoModelForSequenceClassification. A checkpoint that already has a head of another
@@ -74,21 +98,34 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
                          f"those labels first, in that order, then new ones (got {names})")
     config = build_config(name_or_path, label_names, trust_remote_code, revision)
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
-    if load_in_8bit:
+    if load_in_8bit or load_in_4bit:
         from transformers import BitsAndBytesConfig
 
         from domainft.core.layers import build_layer_map
 
         meta = build_model_from_config(name_or_path, label_names, trust_remote_code, revision)
         # The new head would be quantized too (and have no int8 data to run with): keep it out.
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=True, llm_int8_skip_modules=build_layer_map(meta).head_module_names())
+        skip = build_layer_map(meta).head_module_names()
+        if load_in_4bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch_dtype or torch.float32, llm_int8_skip_modules=skip)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
         kwargs["device_map"] = {"": str(device or "cpu")}
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, config=config, trust_remote_code=trust_remote_code, revision=revision,
         ignore_mismatched_sizes=True, use_safetensors=True, **kwargs)  # never unpickle a .bin
     if previous is not None and len(names) > len(previous):
         widen_head(model, name_or_path, len(previous))
+    if load_in_4bit:
+        # bitsandbytes repacks a 4-bit weight in place for its CPU inference kernel on the first forward
+        # without gradients (eval): that needs out_features divisible by 32 and in_features by 64, and
+        # afterwards no gradient flows through the layer any more (seen with bitsandbytes 0.50), while
+        # training resumes after each eval on the same weights. Keep the one layout training uses.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     return model
 
 

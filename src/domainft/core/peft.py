@@ -21,10 +21,12 @@ from typing import Mapping, Optional, Sequence
 from torch import nn
 
 from domainft.core.layers import HEAD, SELECTABLE_KINDS, LayerMap, build_layer_map
+from domainft.families import position_limit
 
 METHODS = ("none", "lora", "prompt_tuning", "prefix_tuning", "selective")
 ADAPTER_METHODS = ("lora", "prompt_tuning", "prefix_tuning")  # wrapped by `peft`; exported as an adapter
 SELECTIVE_KINDS = (*SELECTABLE_KINDS, "bias")
+ALL_LINEAR = "all-linear"  # peft.target_modules: [all-linear]: every linear layer below the head, and routed experts
 _LORA_TYPES = (nn.Linear, nn.Embedding, nn.Conv1d)  # module types LoRA adapts (and transformers' Conv1D)
 
 
@@ -36,7 +38,7 @@ class PeftSpec:
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.1
-    target_modules: Optional[tuple[str, ...]] = None  # None: the family's default (attention query, value)
+    target_modules: Optional[tuple[str, ...]] = None  # None: the family's default; (ALL_LINEAR,): every linear
     num_virtual_tokens: int = 20
     trainable: tuple[str, ...] = ("ffn",)
 
@@ -67,11 +69,21 @@ def _under(name: str, modules: Sequence[str]) -> bool:
 
 def lora_targets(model: nn.Module, layer_map: LayerMap, spec: PeftSpec) -> dict[str, list[str]]:
     """Each target module name (PEFT's rule: a module matches when its name equals the target or
-    ends with "." + target) -> the modules of the base model it selects (the head is never a target)."""
+    ends with "." + target) -> the modules of the base model it selects (the head is never a target).
+    ALL_LINEAR selects every linear module (bitsandbytes' int8 / 4-bit Linear included)."""
     targets = spec.target_modules or layer_map.lora_targets
     head = layer_map.head_module_names()
-    names = [n for n, _ in model.named_modules() if n and not _under(n, head)]
-    return {t: [n for n in names if n == t or n.endswith("." + t)] for t in targets}
+    modules = [(n, m) for n, m in model.named_modules() if n and not _under(n, head)]
+    if tuple(targets) == (ALL_LINEAR,):
+        return {ALL_LINEAR: [n for n, m in modules if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]}
+    return {t: [n for n, _ in modules if n == t or n.endswith("." + t)] for t in targets}
+
+
+def expert_parameters(layer_map: LayerMap) -> list[str]:
+    """The routed experts' parameters inside a layer (`mlp.experts.gate_up_proj`, ...): transformers 5 keeps
+    them as 3-D tensors, not Linear modules, so LoRA reaches them through peft's `target_parameters`."""
+    prefix = layer_map.block_module_names[1] + "."  # the top layer: every MoE layer has the same inner names
+    return sorted({n[len(prefix):] for n, kind in layer_map.kind.items() if kind == "experts" and n.startswith(prefix)})
 
 
 def peft_problems(model: nn.Module, spec: PeftSpec, max_length: Optional[int] = None,
@@ -92,7 +104,14 @@ def peft_problems(model: nn.Module, spec: PeftSpec, max_length: Optional[int] = 
         return []
     lmap = build_layer_map(model)
     p: list[str] = []
-    if spec.method == "lora":
+    if spec.method == "lora" and spec.target_modules and ALL_LINEAR in spec.target_modules \
+            and len(spec.target_modules) > 1:
+        p.append(f"peft.target_modules: {ALL_LINEAR} selects every linear layer by itself; give it alone "
+                 f"([{ALL_LINEAR}]) or name modules")
+    elif spec.method == "lora" and spec.target_modules == (ALL_LINEAR,) and expert_parameters(lmap) and spec.dropout:
+        p.append(f"peft.dropout: {ALL_LINEAR} on this {lmap.family} model adapts its routed experts, whose LoRA "
+                 f"(peft's target_parameters) takes no dropout; set peft.dropout: 0")
+    elif spec.method == "lora":
         modules = dict(model.named_modules())
         head = lmap.head_module_names()
         usable = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items()
@@ -106,10 +125,16 @@ def peft_problems(model: nn.Module, spec: PeftSpec, max_length: Optional[int] = 
                 p.append(f"peft.target_modules: {target!r} names {kinds} modules, which LoRA cannot adapt; "
                          f"its modules LoRA can adapt are {usable}")
     if spec.method == "prefix_tuning" and not lmap.prefix_tuning:
-        p.append(f"peft.method: prefix_tuning does not work with {lmap.family} models (their attention takes "
-                 f"no past keys and values of another length); use prompt_tuning or lora")
+        why = ("domainft does not build the cache of past keys and values a decoder's prefix needs" if lmap.decoder
+               else "their attention takes no past keys and values of another length")
+        p.append(f"peft.method: prefix_tuning does not work with {lmap.family} models ({why}); use "
+                 f"{'lora' if lmap.decoder else 'prompt_tuning or lora'}")
+    if spec.method == "prompt_tuning" and not lmap.prompt_tuning:
+        p.append(f"peft.method: prompt_tuning does not work with {lmap.family} models (a decoder classifier pools "
+                 f"its last real token, which virtual tokens in front of padded inputs would hide); use lora or "
+                 f"selective")
     if spec.method in ("prompt_tuning", "prefix_tuning"):
-        limit = _position_limit(model)
+        limit = position_limit(model.config)
         if max_length is not None and limit is not None and max_length + spec.num_virtual_tokens > limit:
             p.append(f"peft.num_virtual_tokens: data.max_length {max_length} + {spec.num_virtual_tokens} virtual "
                      f"tokens exceed the {limit} positions of this model; lower one of them")
@@ -120,16 +145,6 @@ def peft_problems(model: nn.Module, spec: PeftSpec, max_length: Optional[int] = 
     return p
 
 
-def _position_limit(model: nn.Module) -> Optional[int]:
-    c = model.config
-    limit = getattr(c, "max_position_embeddings", None)
-    if limit is None or not getattr(c, "position_biased_input", True):  # DeBERTa-v3: relative positions only
-        return None
-    if c.model_type in ("roberta", "xlm-roberta"):  # positions start after the padding index
-        limit -= (c.pad_token_id or 0) + 1
-    return limit
-
-
 def _peft_config(model: nn.Module, lmap: LayerMap, spec: PeftSpec, task_type: str,
                  modules_to_save: Optional[list[str]] = None):
     from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig
@@ -137,8 +152,17 @@ def _peft_config(model: nn.Module, lmap: LayerMap, spec: PeftSpec, task_type: st
     c = model.config
     head = lmap.head_module_names()
     if spec.method == "lora":
+        targets = list(spec.target_modules or lmap.lora_targets)
+        every = targets == [ALL_LINEAR]
+        if every:
+            # The linear modules by name, not peft's own "all-linear" (which on MoE models picks the router).
+            # On mixture-of-experts model types peft 0.21 maps MLP projection names (gate_proj, up_proj,
+            # down_proj) to the routed experts' fused parameters (its transformers v4 -> v5 conversion), so
+            # there all-linear adapts attention and routed experts, not the shared experts or dense layers.
+            targets = sorted({n.rsplit(".", 1)[-1] for n in lora_targets(model, lmap, spec)[ALL_LINEAR]})
         return LoraConfig(task_type=task_type, r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                          target_modules=list(spec.target_modules or lmap.lora_targets), exclude_modules=head,
+                          target_modules=targets, exclude_modules=head,
+                          target_parameters=(expert_parameters(lmap) or None) if every else None,
                           modules_to_save=modules_to_save)
     heads = getattr(c, "num_attention_heads", None) or getattr(c, "n_heads")
     common = dict(task_type=task_type, num_virtual_tokens=spec.num_virtual_tokens, num_layers=lmap.num_layers,
@@ -182,10 +206,13 @@ def apply_peft(model: nn.Module, spec: PeftSpec, modules_to_save: bool = False) 
         return model
     from peft import get_peft_model
 
-    # FEATURE_EXTRACTION, not SEQ_CLS: the latter always puts the classifier in `modules_to_save`
-    # (a copy of the head that ZeRO-3 mishandles), and its prefix-tuning forward rejects
-    # transformers 5 models, whose forward takes past key values through **kwargs.
-    wrapped = get_peft_model(model, _peft_config(model, lmap, spec, "FEATURE_EXTRACTION",
+    # Training: FEATURE_EXTRACTION, not SEQ_CLS: the latter always puts the classifier in
+    # `modules_to_save` (a copy of the head that ZeRO-3 mishandles), and its prefix-tuning forward
+    # rejects transformers 5 models, whose forward takes past key values through **kwargs.
+    # Export of LoRA: SEQ_CLS, so that the saved adapter names its task and peft's
+    # AutoPeftModelForSequenceClassification loads it (the head is in `modules_to_save` either way).
+    task_type = "SEQ_CLS" if modules_to_save and spec.method == "lora" else "FEATURE_EXTRACTION"
+    wrapped = get_peft_model(model, _peft_config(model, lmap, spec, task_type,
                                                  lmap.head_module_names() if modules_to_save else None))
     if not modules_to_save:
         wrapped_map = build_layer_map(wrapped)

@@ -73,6 +73,8 @@ def split_metrics(probs: np.ndarray, labels: Sequence[int], label_names: Sequenc
 def _score(model_dir: str, input_ids: list, labels: np.ndarray, names: Sequence[str]) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     pad = build_tokenizer(model_dir).pad_token_id or 0
+    if model.config.pad_token_id is None:  # a decoder pools its last non-pad token: the tokenizer's pad (or EOS)
+        model.config.pad_token_id = pad
     return split_metrics(predict_proba(model, input_ids, pad_id=pad), labels, names)
 
 

@@ -17,13 +17,15 @@ from domainft.errors import UserError
 Encoder = Callable[[list[str]], list[list[int]]]
 
 
-def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remote_code: bool = False):
-    """The model's tokenizer (fast when the model has one). Raises UserError when it cannot be loaded."""
+def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remote_code: bool = False,
+                   notes: Optional[list[str]] = None):
+    """The model's tokenizer (fast when the model has one), with a pad token (`ensure_pad_token`; the line
+    saying so appended to `notes`). Raises UserError when it cannot be loaded."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code,
-                                             use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code,
+                                                  use_fast=True)
     except (OSError, ValueError) as e:
         from domainft.config.paths import looks_local
         from domainft.families import hub_hint
@@ -31,6 +33,24 @@ def load_tokenizer(name_or_path: str, revision: Optional[str] = None, trust_remo
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         hint = "" if looks_local(name_or_path) else f"; {hub_hint()}"
         raise UserError(f"model.name_or_path: cannot load a tokenizer from {name_or_path!r}: {first}{hint}") from None
+    note = ensure_pad_token(tokenizer, name_or_path)
+    if note and notes is not None:
+        notes.append(note)
+    return tokenizer
+
+
+def ensure_pad_token(tokenizer, name_or_path: str) -> Optional[str]:
+    """Give a tokenizer without a pad token (most decoder LLMs: Llama, DeepSeek) its EOS token as pad, the
+    usual choice (padding is masked out, and the classifier pools the last real token). Returns a line
+    saying so, or None when the tokenizer has its own pad token. Raises UserError when it has neither."""
+    if tokenizer.pad_token_id is not None:
+        return None
+    if tokenizer.eos_token is None:
+        raise UserError(f"model.name_or_path: the tokenizer of {name_or_path!r} has neither a pad token nor an EOS "
+                        f"token to pad with; add a pad token to its tokenizer_config.json")
+    tokenizer.pad_token = tokenizer.eos_token
+    return (f"the tokenizer of {name_or_path} has no pad token: padding with its EOS token "
+            f"{tokenizer.eos_token!r} (id {tokenizer.eos_token_id})")
 
 
 _TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece")

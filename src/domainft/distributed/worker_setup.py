@@ -73,9 +73,16 @@ def build_model(spec: RunSpec, task: Task, device: torch.device) -> tuple[nn.Mod
     every parameter at a depth that never thaws in this run frozen: no optimizer state, no backward."""
     m = spec.model
     model = task.build_model(m.name_or_path, spec.data.label_names, trust_remote_code=m.trust_remote_code,
-                             revision=m.revision, load_in_8bit=m.load_in_8bit, device=device)
+                             revision=m.revision, load_in_8bit=m.load_in_8bit, load_in_4bit=m.load_in_4bit,
+                             device=device)
+    if spec.train.gradient_checkpointing:
+        # Non-reentrant: it needs no input that requires grad (a frozen embedding's output does not), and the
+        # gradient stop's hooks run inside the checkpointed call, so frozen layers still record nothing.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_peft(model, m.peft)
     lmap = build_layer_map(model)
+    if lmap.decoder:  # a decoder classifier pools the last token that is not padding: prepare's pad id
+        model.config.pad_token_id = spec.data.pad_token_id
     if (lmap.family, lmap.num_depths) != (m.family, len(spec.depths)):
         raise RuntimeError(f"the worker built a {lmap.family} model with {lmap.num_depths} depths; the run spec has "
                            f"{m.family} with {len(spec.depths)} (a bug)")

@@ -28,22 +28,17 @@ from domainft.export.parity import (FP32_TOLERANCE, compare, fp32_parity, int8_f
 from domainft.export.quantize import Int8Settings, quantize_int8
 from domainft.export.runtime import META_KEY, VARIANTS, OnnxClassifier, batched_logits, graph_runner, open_session
 from domainft.export.source import Classifier, load_classifier
+from domainft.families import position_limit
 
 REPORT = "export_report.json"
 OUTPUTS = (*VARIANTS.values(), REPORT)
 RANDOM_CHECK_ROWS = 256
-_ROBERTA_LIKE = ("roberta", "xlm-roberta")  # positions start after the padding index
 
 
 def resolve_max_length(clf: Classifier, requested: Optional[int]) -> int:
     """The longest input the export serves: --max-length, else the tokenizer's limit, capped at the
     model's position table (and 512 when neither says)."""
-    cfg = clf.model.config
-    positions = getattr(cfg, "max_position_embeddings", None)
-    if positions and cfg.model_type in _ROBERTA_LIKE:
-        positions -= (cfg.pad_token_id or 0) + 1
-    relative = getattr(cfg, "position_biased_input", True) is False  # DeBERTa-v3: no absolute table
-    limit = None if relative else positions
+    limit = position_limit(clf.model.config)
     if requested is not None:
         if requested < 2:
             raise UserError(f"--max-length must be at least 2, got {requested}")

@@ -156,4 +156,6 @@ def load_classifier(model_dir, trust_remote_code: bool = False) -> Classifier:
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"{model_dir}: cannot load its tokenizer (tokenizer.json / vocab files): "
                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    if model.config.pad_token_id is None:  # a decoder pools its last non-pad token: the tokenizer's pad (or EOS)
+        model.config.pad_token_id = tokenizer.pad_token_id
     return Classifier(model.float().eval(), tokenizer, labels, config, model_dir)

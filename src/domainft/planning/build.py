@@ -19,7 +19,7 @@ from domainft.core.peft import PeftSpec, apply_peft, peft_problems, peft_spec
 from domainft.core.schedules import batch_lr_scale
 from domainft.core.unfreeze import within_run
 from domainft.engine.ds_config import build_ds_config, effective_zero_stage
-from domainft.families import family_problems
+from domainft.families import family_problems, position_limit
 from domainft.runspec import (DataSpec, DepthSpec, LRSchedule, ModelSpec, OptimizerSpec, RaySpec, RunSpec,
                               TrainSpec)
 from domainft.tasks import get_task
@@ -74,13 +74,27 @@ def _geometry(cfg: Config, data: DataSpec, world: int, problems: list[str]) -> O
 
 
 def model_problems(cfg: Config, train_rows: Optional[int] = None) -> list[str]:
-    """The config against its model, from config.json: the family, then what PEFT needs of the model
-    (target modules, virtual tokens, whether a soft prompt thaws in the run)."""
+    """The config against its model, from config.json: the family, data.max_length against its positions,
+    then what PEFT needs of the model (target modules, virtual tokens, whether a soft prompt thaws in the run)."""
     problems = family_problems(cfg.model.name_or_path, cfg.model.revision)
     if problems:
         return problems
+    problems = _position_problems(cfg)
     data = DataSpec(label_names=PLACEHOLDER_LABELS, train_rows=train_rows)
-    return _peft_problems(cfg, PLACEHOLDER_LABELS, _geometry(cfg, data, cfg.scaling.num_workers, []))
+    return problems + _peft_problems(cfg, PLACEHOLDER_LABELS, _geometry(cfg, data, cfg.scaling.num_workers, []))
+
+
+def _position_problems(cfg: Config) -> list[str]:
+    """data.max_length against the positions the model has (a longer input would index past its table)."""
+    from transformers import AutoConfig
+
+    m = cfg.model
+    limit = position_limit(AutoConfig.from_pretrained(m.name_or_path, revision=m.revision,
+                                                      trust_remote_code=m.trust_remote_code))
+    if limit is not None and cfg.data.max_length > limit:
+        return [f"data.max_length: {cfg.data.max_length} exceeds the {limit} token positions of {m.name_or_path} "
+                f"(max_position_embeddings in its config.json); use at most {limit}"]
+    return []
 
 
 def check_model(cfg: Config, train_rows: Optional[int] = None) -> None:
@@ -117,6 +131,7 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
     problems = family_problems(cfg.model.name_or_path, cfg.model.revision)
     if problems:  # nothing below can be built for an architecture domainft does not know
         raise ConfigError(problems, "config")
+    problems = _position_problems(cfg)
     geo = _geometry(cfg, data, world, problems)
     peft_problems = _peft_problems(cfg, data.label_names, geo)
     if peft_problems:  # the regime cannot be applied to this model: nothing below can be built either
@@ -137,12 +152,14 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
         task=task.name, output_dir=cfg.output_dir, data=data, geometry=geo, depths=depths, loss=loss,
         model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, load_in_8bit=cfg.model.load_in_8bit,
+                        load_in_4bit=cfg.model.load_in_4bit,
                         peft=peft_spec(cfg.peft.model_dump()), peft_export=cfg.peft.export, family=lmap.family,
                         num_layers=lmap.num_layers),
         train=TrainSpec(epochs=t.epochs, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
                         grad_accum=t.grad_accum, precision=t.precision, seed=t.seed, max_grad_norm=t.max_grad_norm,
                         log_every_steps=t.log_every_steps, metric_for_best=t.metric_for_best,
                         higher_is_better=task.metric_higher_is_better(t.metric_for_best),
+                        gradient_checkpointing=t.gradient_checkpointing,
                         early_stopping_patience=t.early_stopping_patience),
         lr=_lr_schedule(cfg, geo),
         optimizer=OptimizerSpec(base_lr=op.lr, lr_scale=scale, lr_scaling=op.lr_scaling,

@@ -39,7 +39,7 @@ class Task(Protocol):
 
     def build_model(self, name_or_path: str, label_names: Sequence[str], *, trust_remote_code: bool = False,
                     revision: Optional[str] = None, load_in_8bit: bool = False, device: Any = None,
-                    meta: bool = False) -> Any:
+                    meta: bool = False, load_in_4bit: bool = False) -> Any:
         """The model a run trains, over the pretrained weights; meta: the architecture on the meta device,
         from config.json alone (planning)."""
 

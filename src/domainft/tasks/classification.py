@@ -63,13 +63,13 @@ class Classification:
     # -- the model -------------------------------------------------------------------------------------
     def build_model(self, name_or_path: str, label_names: Sequence[str], *, trust_remote_code: bool = False,
                     revision: Optional[str] = None, load_in_8bit: bool = False, device: Any = None,
-                    meta: bool = False) -> Any:
+                    meta: bool = False, load_in_4bit: bool = False) -> Any:
         from domainft.core.model import build_model, build_model_from_config
 
         if meta:
             return build_model_from_config(name_or_path, label_names, trust_remote_code, revision)
         return build_model(name_or_path, label_names, trust_remote_code=trust_remote_code, revision=revision,
-                           load_in_8bit=load_in_8bit, device=device)
+                           load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit, device=device)
 
     # -- the loss --------------------------------------------------------------------------------------
     def loss_spec(self, cfg: Config, label_names: Optional[Sequence[str]], class_counts: Optional[Sequence[int]]

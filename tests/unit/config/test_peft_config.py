@@ -1,6 +1,7 @@
 """The peft section, optim.eight_bit and model.load_in_8bit: every bad value reported together, before
 Ray; checks that need the model (target modules, virtual tokens, prefix support) from config.json."""
 import glob
+import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def test_bad_peft_values_are_reported_together(base):
     assert any(x.startswith("peft.method: Input should be 'none', 'lora', 'prompt_tuning'") for x in p)
     assert any(x.startswith("peft.r: Input should be greater than or equal to 1") for x in p)
     assert any(x.startswith("peft.dropout: Input should be less than 1") for x in p)
-    assert any(x.startswith("peft.trainable.1: Input should be 'ffn', 'attention', 'bias' or 'norm'") for x in p)
+    assert any(x.startswith("peft.trainable.1: Input should be 'ffn', 'attention', 'bias', 'norm', 'experts', "
+                            "'shared_experts' or 'router'") for x in p)
     assert any(x.startswith("peft.num_virtual_tokens: Input should be greater than or equal to 1") for x in p)
     assert any(x.startswith("peft.rank: unknown key") for x in p)
     assert len(p) == 6
@@ -74,7 +76,11 @@ def model_dirs(tmp_path, minilm_path):
 
 def test_model_checks_list_the_modules_the_model_has(base, model_dirs):
     base["model"]["name_or_path"] = model_dirs["bert"]
-    cfg = validate_dict(apply_overrides(base, ["peft.method=lora", "peft.target_modules=[q_proj, value]"]))
+    cfg = validate_dict(apply_overrides(base, ["data.max_length=100"]))
+    assert model_problems(cfg) == [f"data.max_length: 100 exceeds the 64 token positions of {model_dirs['bert']} "
+                                   "(max_position_embeddings in its config.json); use at most 64"]
+    cfg = validate_dict(apply_overrides(base, ["peft.method=lora", "peft.target_modules=[q_proj, value]",
+                                               "data.max_length=64"]))
     with pytest.raises(ConfigError) as e:
         check_model(cfg)
     assert e.value.problems == ["peft.target_modules: 'q_proj' is not a module of this bert model; its modules LoRA "
@@ -108,7 +114,7 @@ def test_validate_command_runs_the_model_checks(base, model_dirs, tmp_path, caps
 def test_plan_shows_trainable_parameters_per_group_and_each_regime(base, model_dirs):
     base["model"]["name_or_path"] = model_dirs["bert"]
     cfg = validate_dict(apply_overrides(base, ["peft.method=lora", "peft.r=4", "unfreeze.every_epochs=0",
-                                               "optim.eight_bit=true"]))
+                                               "optim.eight_bit=true", "data.max_length=64"]))
     p = make_plan(cfg)
     by_name = {g["name"]: g for g in p["groups"]}
     lora_per_layer = 2 * 2 * 4 * 32
@@ -130,10 +136,17 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "configs" / "*.yaml"))), ids=lambda p: Path(p).name)
-def test_every_shipped_config_passes_the_model_checks(path, monkeypatch):
-    """Against the shipped MiniLM's config.json (`make resources`): target modules, virtual tokens, thawing."""
+def test_every_shipped_config_passes_the_model_checks(path, monkeypatch, tmp_path):
+    """Against the model each names (`make resources` lays them out): target modules, virtual tokens, thawing.
+    SmolLM2 comes from the optional `make smollm2`: where it is absent, a tiny Llama with tied embeddings (its
+    family and shape of model) stands in."""
+    from tiny_models import save_tiny_decoder
+
     monkeypatch.chdir(ROOT)
     cfg = load_config(path, check_paths=False)
+    if cfg.model.name_or_path.endswith("models/smollm2-135m-instruct") and not os.path.isdir(cfg.model.name_or_path):
+        stand_in = save_tiny_decoder(tmp_path / "smollm2", "llama", 4, tie_word_embeddings=True)
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name_or_path": str(stand_in)})})
     assert model_problems(cfg) == []
     if cfg.peft.method != "none":
         plan = make_plan(cfg)

@@ -117,8 +117,8 @@ def test_model_problems_name_the_key_and_what_the_model_has(make_model):
     assert len(p) == 2
     assert p[0].startswith("peft.target_modules: 'q_proj' is not a module of this bert model") and "'query'" in p[0]
     assert "'LayerNorm' names ['LayerNorm'] modules, which LoRA cannot adapt" in p[1]
-    p = peft_problems(model, PeftSpec(method="prompt_tuning", num_virtual_tokens=20), max_length=50)
-    assert p == ["peft.num_virtual_tokens: data.max_length 50 + 20 virtual tokens exceed the 64 positions of this "
+    p = peft_problems(model, PeftSpec(method="prompt_tuning", num_virtual_tokens=20), max_length=500)
+    assert p == ["peft.num_virtual_tokens: data.max_length 500 + 20 virtual tokens exceed the 512 positions of this "
                  "model; lower one of them"]
     p = peft_problems(model, PeftSpec(method="prompt_tuning"), prompt_thaw_step=None, total_steps=30)
     assert p and "never thaws in this run" in p[0]

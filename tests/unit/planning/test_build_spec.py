@@ -83,15 +83,16 @@ def test_every_problem_with_the_model_and_the_data_is_one_config_error(cfg_of):
 
 
 def test_an_unsupported_architecture_is_named_with_the_supported_ones(cfg_of, tmp_path):
-    llama = tmp_path / "llama"
-    llama.mkdir()
-    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    cfg = cfg_of(f"model.name_or_path={llama}")
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}))
+    cfg = cfg_of(f"model.name_or_path={t5}")
     with pytest.raises(ConfigError) as e:
         build_spec(cfg, REPORT)
-    assert e.value.problems == [f"model.name_or_path: {llama} is a 'llama' model (LlamaForCausalLM); domainft "
-                                "fine-tunes encoder classifiers of the model types bert, roberta, xlm-roberta, "
-                                "electra, distilbert, deberta-v2"]
+    assert e.value.problems == [f"model.name_or_path: {t5} is a 't5' model (T5ForConditionalGeneration); domainft "
+                                "fine-tunes the model types bert, roberta, xlm-roberta, electra, distilbert, "
+                                "deberta-v2, llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, deepseek_v2, "
+                                "deepseek_v3, gemma, gemma2, gemma3_text, phi3"]
 
 
 def test_without_prepared_data_the_timeline_counts_epochs(cfg_of):
