@@ -66,8 +66,9 @@ def batch_for_test(rank: int, step: int, n: int = 4):
 
 
 def build_engine_for_test(model_dir, schedule, stage, precision, world, total_steps, max_grad_norm=0.0,
-                          offload=(False, False), peft=None, eight_bit=False, lr=1e-3):
-    """(engine, groups, gradient stop) for a model folder; `peft` is a core.peft.PeftSpec or None."""
+                          offload=(False, False), peft=None, eight_bit=False, lr=1e-3, load_in_4bit=False):
+    """(engine, groups, gradient stop) for a model folder; `peft` is a core.peft.PeftSpec or None;
+    `load_in_4bit`: the base as 4-bit NF4 (QLoRA, with a LoRA `peft`)."""
     import torch
 
     from domainft.core import (GradientStop, build_layer_map, build_model, build_param_groups, freeze_never_trained,
@@ -78,7 +79,7 @@ def build_engine_for_test(model_dir, schedule, stage, precision, world, total_st
     from domainft.engine.zero import fresh_start
 
     torch.manual_seed(0)
-    model = build_model(str(model_dir), LABELS)
+    model = build_model(str(model_dir), LABELS, load_in_4bit=load_in_4bit)
     if peft is not None:
         model = apply_peft(model, peft)
     lmap = build_layer_map(model)

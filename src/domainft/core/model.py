@@ -111,6 +111,10 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch_dtype or torch.float32, llm_int8_skip_modules=skip)
         else:
+            # DeepSeek's multi-head latent attention feeds kv_b_proj a 4-D tensor, which LLM.int8's CPU kernel
+            # (bitsandbytes 0.50) cannot take: that small projection stays in full precision.
+            if any(n.endswith(".kv_b_proj") for n, _ in meta.named_modules()):
+                skip = [*skip, "kv_b_proj"]
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
         kwargs["device_map"] = {"": str(device or "cpu")}
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -47,10 +47,22 @@ def test_bad_peft_values_are_reported_together(base):
     (["model.load_in_8bit=true"], "model.load_in_8bit: the int8 base weights are frozen, so an adapter must train"),
     (["model.load_in_8bit=true", "peft.method=lora", "deepspeed.zero_stage=3"],
      "model.load_in_8bit: ZeRO-3 does not partition LLM.int8 weights"),
+    (["model.load_in_4bit=true"], "model.load_in_4bit: the 4-bit NF4 base weights are frozen, so an adapter must train"),
+    (["model.load_in_4bit=true", "peft.method=lora", "deepspeed.zero_stage=3"],
+     "model.load_in_4bit: ZeRO-3 does not partition 4-bit NF4 weights"),
+    (["model.load_in_4bit=true", "model.load_in_8bit=true", "peft.method=lora"],
+     "model.load_in_4bit: set one of model.load_in_8bit and model.load_in_4bit, not both"),
 ])
 def test_cross_field_peft_problems(base, overrides, expected):
     p = problems(apply_overrides(base, overrides))
     assert any(x.startswith(expected) for x in p), p
+
+
+def test_qlora_is_valid_on_a_cpu_cluster_with_this_bitsandbytes(base):
+    """bitsandbytes 0.50 (pinned) quantizes to NF4 on CPU: the check that would refuse an older build passes."""
+    cfg = validate_dict(apply_overrides(base, ["model.load_in_4bit=true", "peft.method=lora", "deepspeed.zero_stage=2",
+                                               "scaling.use_gpu=false"]))
+    assert cfg.model.load_in_4bit  # validate_dict raises ConfigError on any problem, the 4-bit probe's included
 
 
 def test_eight_bit_and_int8_base_are_valid_on_a_cpu_cluster(base):

@@ -252,3 +252,31 @@ def test_a_decoder_classifier_folder_without_pad_id_loads_for_export_and_serving
     batch = clf.tokenizer(["the court ruled", "the bank said its profit rose"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert clf.model(**batch).logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize("family", ["llama", "deepseek_v3"])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_bases_train_evaluate_and_train_again(family, bits, tmp_path):
+    """QLoRA (NF4) and LLM.int8 bases on CPU through a train / eval / train cycle, as every epoch does. Before:
+    DeepSeek's MLA fed LLM.int8 a 4-D input in eval ("The size of tensor a (7) must match ..."), and after one
+    eval forward bitsandbytes had repacked the 4-bit weights for its inference kernel, so no gradient reached
+    the adapters below them any more (or the repack failed on widths not divisible by 32)."""
+    from domainft.core.model import build_model
+
+    folder = save_tiny_decoder(tmp_path / "m", family, L)
+    model = apply_peft(build_model(str(folder), ["a", "b", "c"], **{f"load_in_{bits}bit": True}),
+                       PeftSpec(method="lora", r=4, dropout=0.0))
+    quantized = [m for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt")]
+    assert quantized and all(not p.requires_grad for m in quantized for p in m.parameters(recurse=False))
+    ids = torch.randint(3, 300, (2, 7))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 2])}
+    bottom = [p for n, p in model.named_parameters() if ".layers.0." in n and "lora_B" in n]  # A: 0 grad at B = 0
+    for phase in ("train", "eval", "train"):
+        model.train(phase == "train")
+        model.zero_grad(set_to_none=True)
+        if phase == "eval":
+            with torch.no_grad():
+                assert model(**batch).logits.shape == (2, 3)
+        else:
+            model(**batch).loss.backward()
+            assert bottom and all(p.grad is not None and p.grad.abs().sum() > 0 for p in bottom), phase
