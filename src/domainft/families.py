@@ -94,8 +94,8 @@ _DECODER_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "q_a_proj", "q_b_proj",
 _DECODER = dict(base_model_prefix="model", layers="layers", embeddings="embed_tokens", base_head_modules=("norm",),
                 layer_kinds=_DECODER_KINDS, lora_targets=_DECODER_LORA, prefix_tuning=False, prompt_tuning=False,
                 decoder=True)
-DECODER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-                       "gemma", "gemma2", "gemma3_text", "phi3")
+DECODER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "deepseek_v2",
+                       "deepseek_v3", "gemma", "gemma2", "gemma3_text", "phi3")
 FAMILIES.update({model_type: FamilySpec(**_DECODER) for model_type in DECODER_MODEL_TYPES})
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)

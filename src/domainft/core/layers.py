@@ -7,8 +7,8 @@ map; nothing else in the package looks at parameter names. The families it knows
 keeps its blocks, are in domainft/families.py (no torch: `validate` checks a model from config.json).
 
 The map also gives every parameter a *kind* (attention, ffn, norm, embedding, head; in a mixture-of-experts
-layer experts, shared_experts and router), which selective tuning (core/peft.py) selects by, and it understands PEFT wrappers: an adapter parameter
-(LoRA's `query.lora_A.default.weight`, the wrapped `query.base_layer.weight`) gets the depth and
+layer experts, shared_experts and router), which selective tuning (core/peft.py) selects by, and it
+understands PEFT wrappers: an adapter parameter (LoRA's `query.lora_A.default.weight`, the wrapped `query.base_layer.weight`) gets the depth and
 kind of the module it adapts, and virtual-token parameters (prompt / prefix tuning's
 `prompt_encoder.*`) sit at the embeddings depth, where the soft prompt enters the model (a prefix
 feeds every layer, so like DeBERTa's shared relative embeddings it belongs to no single layer).
