@@ -105,13 +105,19 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 labels = {labels}
+tokenizer = AutoTokenizer.from_pretrained("<this folder>")  # with the pad token the run padded with
 base = AutoModelForSequenceClassification.from_pretrained(
     "{base}", num_labels=len(labels), id2label=dict(enumerate(labels)),
-    label2id={{name: i for i, name in enumerate(labels)}})
+    label2id={{name: i for i, name in enumerate(labels)}}, pad_token_id=tokenizer.pad_token_id)
 model = PeftModel.from_pretrained(base, "<this folder>").eval()
-tokenizer = AutoTokenizer.from_pretrained("<this folder>")
 ```
 {extra}"""
+# The pad id matters to decoder classifiers, which pool the last token that is not padding: their base
+# model's config.json often has none (the run pads with the EOS token, data/tokenize.ensure_pad_token).
+_AUTO_PEFT = """
+Or in one call (LoRA): `AutoPeftModelForSequenceClassification.from_pretrained("<this folder>",
+num_labels={num_labels}, pad_token_id=tokenizer.pad_token_id)`.
+"""
 _NOT_MERGED = """
 {method} adds virtual tokens in front of every input rather than changing weights, so it cannot be
 merged into a plain Hugging Face model: this folder (the adapter) is the trained model.
@@ -160,7 +166,8 @@ def export_peft(trained: Mapping[str, torch.Tensor], name_or_path: str, label_na
     model.save_pretrained(adapter_dir)  # safetensors
     build_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code, revision=revision).save_pretrained(adapter_dir)
     method = spec.method.replace("_", " ")
-    extra = "" if spec.mergeable else _NOT_MERGED.format(method=method.capitalize())
+    extra = (_AUTO_PEFT.format(num_labels=len(label_names)) if spec.mergeable
+             else _NOT_MERGED.format(method=method.capitalize()))
     (adapter_dir / "README.md").write_text(_ADAPTER_README.format(
         method=method.capitalize(), base=name_or_path, labels=list(label_names), extra=extra), encoding="utf-8")
     if merge:

@@ -233,13 +233,23 @@ def test_an_exported_lora_adapter_loads_with_peft_auto_class(family, tmp_path, m
     weights = {n: p.detach().clone() for n, p in trained.named_parameters() if p.requires_grad}
     out = export_peft(weights, str(base), labels, spec, str(base), tmp_path / "best", tmp_path / "best_adapter")
     assert json.loads((tmp_path / "best_adapter" / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
-    loaded = AutoPeftModelForSequenceClassification.from_pretrained(out["adapter"], num_labels=3).eval()
+    tokenizer = T.AutoTokenizer.from_pretrained(out["adapter"])
+    # a padded batch: a decoder whose base config.json has no pad id (the run padded with EOS) needs it given
+    loaded = AutoPeftModelForSequenceClassification.from_pretrained(
+        out["adapter"], num_labels=3, pad_token_id=tokenizer.pad_token_id).eval()
+    readme = (tmp_path / "best_adapter" / "README.md").read_text()
+    assert 'pad_token_id=tokenizer.pad_token_id' in readme and "AutoPeftModelForSequenceClassification" in readme
+    snippet = {}  # the README's own recipe, run as a user would
+    exec(readme.split("```python\n")[1].split("```")[0].replace("<this folder>", str(out["adapter"])), snippet)
     merged = T.AutoModelForSequenceClassification.from_pretrained(out["best"]).eval()
-    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[3, 4, 5, 6, 7], [8, 9, 10, pad, pad]])
+    mask = (torch.arange(5) < torch.tensor([[5], [3]])).long()
     with torch.no_grad():
-        expected = trained.eval()(input_ids=ids).logits
-        assert torch.allclose(loaded(input_ids=ids).logits, expected, atol=1e-5)
-        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)
+        expected = trained.eval()(input_ids=ids, attention_mask=mask).logits
+        for model in (loaded, snippet["model"]):
+            assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-5)
+        assert torch.allclose(merged(input_ids=ids, attention_mask=mask).logits, expected, atol=1e-4)
 
 
 def test_a_decoder_classifier_folder_without_pad_id_loads_for_export_and_serving(tmp_path):
