@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from setup_resources import save_folder  # noqa: E402  (one way to write a model folder)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "What is the capital of France? Answer in one sentence."
 
@@ -64,12 +65,7 @@ def convert(gguf: Path, out: Path) -> None:
     model = model.to(torch.bfloat16)
     if getattr(loaded, "generation_config", None) is not None:
         model.generation_config = loaded.generation_config
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)  # safetensors
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    save_folder(out, model, tokenizer)
     params = sum(p.numel() for p in model.parameters())
     print(f"saved {out}: {type(model).__name__}, {params / 1e6:.1f} M parameters, {config.num_hidden_layers} layers, "
           f"vocab {config.vocab_size}, bf16; tokenizer {type(tokenizer).__name__} (pad {tokenizer.pad_token!r}, "

@@ -89,6 +89,17 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|Assistant|>' }}{% endif %}")
 
 
+def save_folder(dst: Path, *parts) -> None:
+    """Save a model and its tokenizer (anything with save_pretrained; safetensors) to `dst` through a temporary
+    folder, so that an interrupted set-up never leaves a half-written model that looks present."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in parts:
+        part.save_pretrained(tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
 def tiny_deepseek_v3() -> None:
     """models/tiny-deepseek-v3: a random DeepSeek-V3 for decoder tests and smoke runs (once; under 5 s, most
     of it importing torch and transformers).
@@ -127,12 +138,7 @@ def tiny_deepseek_v3() -> None:
                               pad_token_id=None, tie_word_embeddings=False, **TINY_DSV3)
     torch.manual_seed(0)
     model = DeepseekV3ForCausalLM(config)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)  # safetensors
-    fast.save_pretrained(tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    save_folder(dst, model, fast)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {dst} (random DeepSeek-V3, {params / 1e6:.2f} M parameters, vocab {len(fast)}; "
           f"{time.perf_counter() - t0:.1f} s)")
