@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup system venv resources smollm2 demo prepare-demo test test-unit test-integration bench bench-decoder gpu-wheels gpu-dry-run clean
+.PHONY: setup system venv resources smollm2 demo demo-sft prepare-demo test test-unit test-integration bench bench-decoder bench-sft gpu-wheels gpu-dry-run clean
 
 setup: system venv resources
 
@@ -60,6 +60,20 @@ $(STAMPS)/smollm2: $(STAMPS)/venv scripts/convert_smollm2.py
 demo: setup
 	$(BIN)/domainft train configs/bbc_demo.yaml
 
+# Generative SFT (task: sft) with LoRA on SmolLM2-135M-Instruct: BBC headline and section instructions built from
+# data/bbc_demo.jsonl into data/sft_demo/; the base model answers the held-out prompts, the run trains
+# (configs/smollm2_sft.yaml), best/ answers them again, and a few answers and exact match are shown before -> after.
+SFT_DEMO := runs/smollm2_sft
+demo-sft: setup smollm2
+	$(BIN)/python scripts/build_sft_demo.py
+	@mkdir -p $(SFT_DEMO)_answers
+	$(BIN)/domainft generate models/smollm2-135m-instruct --prompts data/sft_demo/prompts.jsonl \
+	  --out $(SFT_DEMO)_answers/before.answers.jsonl --max-new-tokens 24
+	$(BIN)/domainft train configs/smollm2_sft.yaml
+	$(BIN)/domainft generate $(SFT_DEMO)/best --prompts data/sft_demo/prompts.jsonl \
+	  --out $(SFT_DEMO)_answers/after.answers.jsonl --max-new-tokens 24
+	$(BIN)/python scripts/compare_answers.py $(SFT_DEMO)_answers/before.answers.jsonl $(SFT_DEMO)_answers/after.answers.jsonl
+
 prepare-demo: setup
 	$(BIN)/domainft prepare configs/bbc_demo.yaml
 
@@ -83,6 +97,17 @@ bench: setup
 # Decoder LLMs as classifiers (benchmarks/README.md): SmolLM2-135M LoRA / full / QLoRA beside MiniLM, BBC.
 bench-decoder: setup smollm2
 	$(BIN)/python benchmarks/decoder_classify.py --json benchmarks/results/decoder_classify.json
+
+# Generative SFT beside TRL's SFTTrainer and a plain PyTorch loop (benchmarks/README.md), SmolLM2-135M LoRA, BBC.
+# TRL is pinned here, not in pyproject.toml: 1.16.0 needs transformers >= 4.56.2 and peft >= 0.13 (ours: 5.24, 0.21.2);
+# the packages it adds to the tree are pinned beside it.
+bench-sft: setup smollm2 $(STAMPS)/trl
+	$(BIN)/python benchmarks/sft.py --json benchmarks/results/sft.json
+
+$(STAMPS)/trl: $(STAMPS)/venv
+	$(BIN)/python -m pip install -q --no-compile -c constraints.txt trl==1.16.0 datasets==5.2.0 dill==0.4.1 \
+	  multiprocess==0.70.19 xxhash==4.1.0
+	@touch $@
 
 # GPU checks (benchmarks/README.md): the wheels a GPU machine without network installs, and the
 # suite's dry run here on CPU (tiny model; needs neither the offline data nor the models).

@@ -125,3 +125,23 @@ def save_tiny_decoder(dest, family: str = "llama", num_layers: int = 3, num_labe
     model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
     return dest
+
+
+def save_tiny_chat_lm(dest, family: str = "llama", style: str = "qwen", num_layers: int = 2, seed: int = 0,
+                      **extra) -> Path:
+    """A causal LM folder (random weights, safetensors) with a chat tokenizer of tests/chat_fixtures.py
+    (`style`: qwen = ChatML without generation markers, deepseek, llama3, plain = no template)."""
+    import torch
+    import transformers as T
+    from chat_fixtures import chat_tokenizer
+
+    dest = Path(dest)
+    tok = chat_tokenizer(style)
+    config = tiny_config(family, num_layers, **{"vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
+                                                "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                                                **extra})
+    config.tie_word_embeddings = extra.get("tie_word_embeddings", True)
+    torch.manual_seed(seed)
+    T.AutoModelForCausalLM.from_config(config).save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    return dest

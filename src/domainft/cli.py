@@ -156,6 +156,15 @@ def cmd_init(a) -> int:
     return 0
 
 
+def cmd_generate(a) -> int:
+    from domainft.commands.generate import run_generate
+
+    run_generate(a.model_dir, a.prompts, out=a.out, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+                 top_p=a.top_p, seed=a.seed, batch_size=a.batch_size, num_actors=a.num_actors,
+                 chat_template=a.chat_template, on_bad_record=a.on_bad_record)
+    return 0
+
+
 def cmd_setup_wordnet(a) -> int:
     from domainft.data.augment.wordnet_setup import build_wordnet
 
@@ -179,7 +188,8 @@ _positive = _at_least(1)
 DESCRIPTION = """\
 Fine-tune pretrained transformers on a domain corpus (medical, legal, finance; any language) on a Ray
 cluster: one YAML config from the corpus file to a fine-tuned Hugging Face model, an ONNX export and an
-HTTP API. Today: text classification with BERT-family encoders (BERT, RoBERTa, MiniLM, ...)."""
+HTTP API. Two tasks: classification (BERT-family encoders or decoder LLMs learn labels) and sft (decoder
+chat LLMs such as DeepSeek, Qwen, Llama learn answers from conversations)."""
 
 EPILOG = """\
 the path (each step reads the previous one's output):
@@ -188,7 +198,8 @@ the path (each step reads the previous one's output):
   domainft train run.yaml      prepare the corpus (Ray Data), then fine-tune (Ray Train + DeepSpeed);
                                the best model goes to <output_dir>/best
   domainft export <output_dir>/best out/   ONNX Runtime model with parity checks
-  domainft serve <output_dir>/best         HTTP API on Ray Serve
+  domainft serve <output_dir>/best         HTTP API on Ray Serve (classifiers)
+  domainft generate <output_dir>/best --prompts chats.jsonl   answers of an SFT model (Ray Data)
 Any config key can be changed on the command line: domainft train run.yaml optim.lr=3e-5 train.epochs=2.
 Ray starts locally unless RAY_ADDRESS names a cluster (`ray job submit` sets it).
 Exit codes: 0 done, 2 a problem with your input (one message says what), 1 an internal error (a bug)."""
@@ -204,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show Ray, Ray Data, DeepSpeed and transformers output too (always in <output_dir>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run_commands, _add_inspection_commands, _add_export, _add_serve, _add_tools):
+    for add in (_add_run_commands, _add_inspection_commands, _add_export, _add_serve, _add_generate, _add_tools):
         add(sub)
     for p in sub.choices.values():  # `domainft train CONFIG --debug` works as well as `domainft --debug train`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -327,6 +338,42 @@ def _add_serve(sub) -> None:
     p.set_defaults(fn=cmd_serve)
 
 
+def _add_generate(sub) -> None:
+    from domainft.data.chat_templates import FALLBACK_TEMPLATES  # names only: a module of strings
+
+    p = sub.add_parser("generate", help="answer a file of chat prompts with a causal LM (Ray Data); score them "
+                                        "against reference answers when the records have them",
+                       description="Answer a file of chat prompts with a fine-tuned causal LM (a task: sft best/ "
+                                   "folder) on Ray Data: starts Ray (or joins RAY_ADDRESS), one actor per GPU "
+                                   "(else CPU actors), each loading the model once. Records are JSONL or Parquet in "
+                                   "any chat format (messages, alpaca, sharegpt, prompt/completion); a final "
+                                   "assistant turn is the reference answer and is left out of the prompt. Prompts "
+                                   "are rendered with the model's chat template. Writes one JSON line per record "
+                                   "(line, messages, answer, reference) in input order and, with references, the "
+                                   "exact match / token F1 / ROUGE-L means to a .metrics.json beside it.")
+    p.add_argument("model_dir", help="a causal LM folder (config.json, weights, tokenizer), e.g. <output_dir>/best")
+    p.add_argument("--prompts", required=True, metavar="FILE",
+                   help="JSONL or Parquet records of conversations; each ends with a user turn, or with an "
+                        "assistant turn that is the reference answer")
+    p.add_argument("--out", default=None,
+                   help="answers file (default: FILE with .answers.jsonl for its extension; the scores go to "
+                        ".metrics.json and skipped records to .rejects.jsonl beside it)")
+    p.add_argument("--max-new-tokens", type=_positive, default=256, help="most tokens per answer (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature; 0 (default): greedy, the same answers every run")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0: all)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampling (answers repeat with the same seed)")
+    p.add_argument("--batch-size", type=_positive, default=8, help="prompts per forward pass (default 8)")
+    p.add_argument("--num-actors", type=_positive, default=None,
+                   help="model copies (default: one per GPU in the cluster, or one using every CPU)")
+    p.add_argument("--chat-template", choices=["auto", *FALLBACK_TEMPLATES], default="auto",
+                   help="auto (default): the tokenizer's own template; or a named one for a tokenizer without one")
+    p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
+                   help="a record that cannot be read: error (default) names its line and stops; skip writes it "
+                        "to <out>.rejects.jsonl and goes on")
+    p.set_defaults(fn=cmd_generate)
+
+
 def _add_tools(sub) -> None:
     tasks = typing.get_args(Config.model_fields["task"].annotation)  # the schema's names: no task code imported
     p = sub.add_parser("init", help="write a commented starter config for your corpus (no Ray)",
@@ -337,8 +384,10 @@ def _add_tools(sub) -> None:
     p.add_argument("--data", required=True, help="your corpus: a file, a folder or a glob (as data.train takes)")
     p.add_argument("--out", default="run.yaml", help="the config file to write (default: run.yaml)")
     p.add_argument("--model", default=None,
-                   help="model.name_or_path (default: bert-base-uncased, or bert-base-chinese for Chinese texts)")
-    p.add_argument("--task", choices=tasks, default=tasks[0], help=f"the task (default: {tasks[0]})")
+                   help="model.name_or_path (default: bert-base-uncased, or bert-base-chinese for Chinese texts; "
+                        "Qwen/Qwen2.5-0.5B-Instruct for chat records)")
+    p.add_argument("--task", choices=tasks, default=None,
+                   help="the task (default: sft when the records are chat conversations, else classification)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(fn=cmd_init)
     p = sub.add_parser("k8s-validate", help="validate KubeRay manifests against the CRD schemas",

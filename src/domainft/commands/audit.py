@@ -40,6 +40,9 @@ def run_audit(cfg: Config, folds: int = 5) -> dict:
     Returns:
         The audit report (also <output_dir>/audit/audit_report.json).
     """
+    from domainft.tasks import require_labelled
+
+    require_labelled(cfg, "audit")
     from domainft.commands.prepare import ensure_prepared
     from domainft.distributed.cluster import init_ray
     from domainft.planning import check_model
@@ -75,7 +78,7 @@ def finish(cfg: Config, report: dict, layout: AuditLayout, audited: pa.Table, la
     names = report["label_names"]
     found = find_issues(labels, probs)
     oof = metrics_from_confusion(confusion_matrix(probs.argmax(1), labels, len(names)), names)
-    file_of = {f.name: f.uri for f in collect_sources(cfg.data.train, cfg.data.eval, cfg.data.format)}
+    file_of = {f.name: f.uri for f in collect_sources(cfg.data.train, cfg.data.eval, cfg.data.file_format)}
     rows = issue_rows(found, labels, audited.column("source_id").to_pylist(), audited.column("text").to_pylist(),
                       names, file_of)
     write_issues_csv(layout.issues_csv, rows)

@@ -36,6 +36,9 @@ def run_augment(cfg: Config) -> dict:
     """Reads <output_dir>/data/train/*.parquet (prepared first, with augmentation off, when missing),
     keeps its original rows, writes originals + augmented rows to <output_dir>/data/augmented/,
     the report to <output_dir>/data/augment_report.json, and prints the report and examples."""
+    from domainft.tasks import require_labelled
+
+    require_labelled(cfg, "augment")
     from domainft.commands.prepare import ensure_prepared
     from domainft.distributed.augment import augment_prepared
     from domainft.distributed.cluster import init_ray

@@ -62,6 +62,9 @@ def student_run_config(cfg: Config) -> Config:
 
 def run_distill(cfg: Config) -> dict:
     """Build the student, prepare the data with its tokenizer, train, compare, write metrics."""
+    from domainft.tasks import require_labelled
+
+    require_labelled(cfg, "distill")
     from domainft.commands.prepare import ensure_prepared
     from domainft.distributed.cluster import init_ray
 

@@ -14,6 +14,7 @@ from domainft.data.detect import Layout, detect_layout
 from domainft.errors import UserError
 
 DEFAULT_MODELS = {False: "bert-base-uncased", True: "bert-base-chinese"}  # by `Layout.chinese`
+DEFAULT_CHAT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"  # chat records (task sft): small, bilingual, ChatML
 
 # The settings people change first: (dotted key, why), shown commented out at their default.
 FIRST_SETTINGS = (
@@ -30,13 +31,21 @@ FIRST_SETTINGS = (
 )
 
 
-def run_init(data: str, out: str, model: Optional[str] = None, task: str = "classification",
+def run_init(data: str, out: str, model: Optional[str] = None, task: Optional[str] = None,
              force: bool = False) -> str:
-    """Write the starter config to `out`; returns what to run next. Raises UserError."""
+    """Write the starter config to `out`; returns what to run next. `task` None: sft for chat records, else
+    classification. Raises UserError."""
     if os.path.exists(out) and not force:
         raise UserError(f"{out} exists: give another --out, or --force to replace it")
     layout = detect_layout(data)
-    text = starter_config(layout, data, model or DEFAULT_MODELS[layout.chinese], task, Path(out).stem)
+    if layout.chat_format:
+        if task not in (None, "sft"):
+            raise UserError(f"{data}: the records are chat conversations ({layout.chat_format}), which task "
+                            f"{task} cannot read; leave --task out (sft)")
+        text = sft_starter_config(layout, data, model or DEFAULT_CHAT_MODEL, Path(out).stem)
+    else:
+        text = starter_config(layout, data, model or DEFAULT_MODELS[layout.chinese], task or "classification",
+                              Path(out).stem)
     try:
         validate_dict(parse_yaml(text, out), out, check_paths=False)
     except ConfigError as e:  # what init writes must load: anything else is a bug
@@ -82,12 +91,62 @@ def starter_config(layout: Layout, data: str, model: str, task: str, name: str) 
     return "\n".join(lines) + "\n"
 
 
-def _first_settings(defaults: dict) -> dict[str, list[str]]:
+SFT_FIRST_SETTINGS = (
+    ("data.max_length", "tokens per conversation; `prepare` prints a histogram of their lengths"),
+    ("data.packing", "several conversations per row, attention kept apart: less padding"),
+    ("data.train_on", "all_assistant or last_turn: which answers the loss covers"),
+    ("optim.lr", "peak learning rate of the top layer (LoRA: 1e-4 to 2e-4 is usual)"),
+    ("train.epochs", "passes over the train split; the best epoch is kept (lowest eval loss)"),
+    ("train.batch_size", "rows per worker per step"),
+    ("train.gradient_checkpointing", "recompute activations: long conversations in less memory"),
+    ("eval.generate_samples", "eval prompts answered after every epoch, for you to read"),
+    ("scaling.num_workers", "Ray Train workers (one per GPU)"),
+    ("train.precision", "bf16 on GPUs that have it"),
+)
+
+
+def sft_starter_config(layout: Layout, data: str, model: str, name: str) -> str:
+    """task sft: chat records, LoRA on every linear layer (what fits most GPUs), the settings people change."""
+    defaults = to_defaults({"task": "sft", "output_dir": "x", "data": {"train": data},
+                            "model": {"name_or_path": model}})
+    lines = [
+        f"# A starter config for {data}, written by `domainft init` from its first {layout.rows} row(s)",
+        f"# ({layout.files} file(s)): chat records, so task sft (docs/sft.md). Lines marked CHECK are guesses.",
+        "# `domainft validate` prints the config resolved; docs/config.md explains every key.",
+        "task: sft",
+        f"output_dir: runs/{name}",
+        "data:",
+        f"  train: {data}",
+        f"  format: {layout.chat_format}   # CHECK: " + ("records of mixed chat formats, detected one by one"
+                                                          if layout.chat_format == "auto" else
+                                                          f"{layout.chat_format} records"),
+        "  chat_template: auto   # the tokenizer's own; chatml, llama3, deepseek, mistral or alpaca if it has none",
+    ]
+    first = _first_settings(defaults, SFT_FIRST_SETTINGS)
+    lines += first.pop("data", [])
+    lines += [
+        "model:",
+        f"  name_or_path: {model}   # CHECK: your chat model, a local Hugging Face folder (./path) or a hub name",
+        "peft:",
+        "  method: lora",
+        "  target_modules: [all-linear]",
+        "  dropout: 0.0",
+        "unfreeze:",
+        "  every_epochs: 0   # every layer's adapter trains from the start",
+        "",
+        "# The settings people change first, at their defaults: uncomment to change.",
+    ]
+    for head, entries in first.items():
+        lines += [f"# {head}:", *entries]
+    return "\n".join(lines) + "\n"
+
+
+def _first_settings(defaults: dict, settings=FIRST_SETTINGS) -> dict[str, list[str]]:
     """FIRST_SETTINGS as commented-out YAML lines at their defaults, by section."""
     import yaml
 
     sections: dict[str, list[str]] = {}
-    for key, why in FIRST_SETTINGS:
+    for key, why in settings:
         head, leaf = key.split(".")
         value = yaml.safe_dump(defaults[head][leaf]).removesuffix("...\n").strip()  # 5.0e-05: a float to YAML
         sections.setdefault(head, []).append(f"{'  # ' if head == 'data' else '#   '}{leaf}: {value}   # {why}")
@@ -95,7 +154,10 @@ def _first_settings(defaults: dict) -> dict[str, list[str]]:
 
 
 def _defaults(data: str, model: str, task: str) -> dict:
+    return to_defaults({"task": task, "output_dir": "x", "data": {"train": data}, "model": {"name_or_path": model}})
+
+
+def to_defaults(raw: dict) -> dict:
     from domainft.config import to_dict
 
-    return to_dict(validate_dict({"task": task, "output_dir": "x", "data": {"train": data},
-                                  "model": {"name_or_path": model}}, check_paths=False))
+    return to_dict(validate_dict(raw, check_paths=False))

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from domainft.config import Config
+from domainft.config import Config, ConfigError
 from domainft.data.collect import Collector
 from domainft.data.freshness import fresh_report, prepare_fingerprint
 from domainft.data.continual import LabelSources, final_labels, replay_class_counts, resolve_label_sources
@@ -25,7 +25,7 @@ from domainft.data.plan import Plan, make_plan
 from domainft.data.readers import ParseOptions
 from domainft.data.report import build_report, count_problems, format_report
 from domainft.data.sources import collect_sources
-from domainft.data.tokenize import encoder_spec, load_tokenizer
+from domainft.data.tokenize import load_tokenizer
 from domainft.distributed import datasets
 from domainft.errors import UserError
 from domainft.tasks import get_task
@@ -48,7 +48,7 @@ class Inputs:
     files: list  # data.sources.Source of data.train and data.eval
     sources: LabelSources  # the continued model's labels, replay, label fixes
     opts: ParseOptions
-    encoder: dict  # data.tokenize.encoder_spec: what the tokenize actors rebuild the tokenizer from
+    encoder: dict  # split -> what its tokenize actors rebuild the encoder from (the task's encoder_spec)
     pad_token_id: int
     rejects_path: Optional[str]
 
@@ -113,17 +113,18 @@ def setup(cfg: Config, layout: PreparedLayout) -> Inputs:
     for path in (layout.report, layout.label_map, layout.rejects, layout.train, layout.eval):
         shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
     os.makedirs(layout.root, exist_ok=True)
-    d, m = cfg.data, cfg.model
+    d, m, task = cfg.data, cfg.model, get_task(cfg.task)
+    if problems := task.config_problems(cfg):
+        raise ConfigError(problems, "config")
     notes: list[str] = []
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code, notes)
     for note in notes:
         print(f"[prepare] {note}")
-    files = collect_sources(d.train, d.eval, d.format)
+    files = collect_sources(d.train, d.eval, d.file_format)
     sources = resolve_label_sources(m.name_or_path, d.labels, d.replay.from_, d.replay.fraction, d.label_fixes, files)
     explicit = tuple(sources.explicit) if sources.explicit else None
-    return Inputs(files=files, sources=sources,
-                  opts=ParseOptions(d.text_column, d.label_column, d.encoding, explicit, d.nfkc, d.unescape_html),
-                  encoder=encoder_spec(tokenizer, m.name_or_path, m.revision, m.trust_remote_code),
+    return Inputs(files=files, sources=sources, opts=task.parse_options(cfg, explicit, tokenizer),
+                  encoder={split: task.encoder_spec(cfg, tokenizer, split) for split in ("train", "eval")},
                   pad_token_id=int(tokenizer.pad_token_id or 0),
                   rejects_path=layout.rejects if d.on_bad_record == "skip" else None)
 
@@ -141,11 +142,12 @@ def decide(cfg: Config, parsed: Any, inputs: Inputs) -> Decision:
     plan = make_plan(**arrays, n_labels=len(names), dedupe=d.dedupe, has_eval_source=d.eval is not None,
                      eval_fraction=d.eval_fraction, seed=cfg.train.seed, max_ratio=d.max_class_ratio,
                      balance=d.balance)
-    _check_not_empty(plan.counts, names, collector, replay_class_counts(extras, names))
+    _check_not_empty(plan.counts, names, collector, replay_class_counts(extras, names), get_task(cfg.task).min_labels)
     return Decision(collector, names, plan, extras)
 
 
-def _check_not_empty(counts: dict, names: list[str], collector: Collector, replayed: Optional[list] = None) -> None:
+def _check_not_empty(counts: dict, names: list[str], collector: Collector, replayed: Optional[list] = None,
+                     min_labels: int = 2) -> None:
     summary = (f"{collector.rows_read} rows read, {sum(collector.rejected.values())} rejected, "
                f"{counts['duplicates_removed']} duplicates, {counts['empty_removed']} empty")
     if sum(counts["train_after"]) == 0:
@@ -154,7 +156,7 @@ def _check_not_empty(counts: dict, names: list[str], collector: Collector, repla
         raise UserError(f"no eval rows left ({summary}); give data.eval or a larger data.eval_fraction")
     replayed = replayed or [0] * len(names)
     present = [n for n, c, r in zip(names, counts["train_before"], replayed) if c or r]
-    if len(present) < 2:
+    if len(present) < min_labels:
         raise UserError(f"data.train: a classifier needs at least 2 labels, found {present} ({summary})")
 
 
@@ -183,7 +185,7 @@ def write_splits(cfg: Config, splits: dict, decision: Decision, inputs: Inputs, 
     for split, ds in splits.items():
         reporter = live.reporter()
         reporter.bar(f"tokenize {split}", planned[split], "rows")
-        rows[split] = datasets.tokenize_and_write(ds, dirs[split], inputs.encoder, cfg.data.max_length, examples,
+        rows[split] = datasets.tokenize_and_write(ds, dirs[split], inputs.encoder[split], cfg.data.max_length, examples,
                                                   actors, reporter)
         reporter.close(f"tokenize {split}")
         phases.lap(f"tokenize_write_{split}")
@@ -200,7 +202,8 @@ def finish(cfg: Config, layout: PreparedLayout, fp: str, inputs: Inputs, decisio
         rows_read=c.rows_read, rejected=dict(c.rejected), counts=decision.plan.counts, label_names=decision.names,
         blank_lines=c.blank_lines, train_rows=rows["train"], eval_rows=rows["eval"],
         max_class_ratio=d.max_class_ratio, balance=d.balance,
-        eval_source="data.eval" if d.eval else f"held out {d.eval_fraction:g} of data.train (stratified)",
+        eval_source="data.eval" if d.eval else (f"held out {d.eval_fraction:g} of data.train"
+                                                 + (" (stratified)" if len(decision.names) > 1 else "")),
         paths={"train_dir": layout.train, "eval_dir": layout.eval, "rejects_path": inputs.rejects_path,
                "label_map_path": layout.label_map},
         fp=fp, seconds=phases.total, n_files=len(inputs.files))
@@ -209,6 +212,8 @@ def finish(cfg: Config, layout: PreparedLayout, fp: str, inputs: Inputs, decisio
     if aug_report is not None:
         report["augmentation"] = aug_report
     report.update({k: v for k, v in decision.extras.items() if k != "replay_table"})
+    planned = {"train": sum(decision.plan.counts["train_after"]), "eval": sum(decision.plan.counts["eval"])}
+    report.update(get_task(cfg.task).report_extras(cfg, report, planned))
     problems = count_problems(report)
     if problems:
         raise RuntimeError("prepare: counts do not add up (a bug): " + "; ".join(problems))

@@ -21,12 +21,15 @@ from domainft.errors import UserError
 def run_terms(cfg: Config, top: int, out: Optional[str] = None) -> list:
     """Read the configured corpus in this process (no Ray), mine, write the term file and its scores,
     print the summary and the top terms. Returns the terms."""
+    from domainft.tasks import require_labelled
+
+    require_labelled(cfg, "terms")
     d = cfg.data
     out = out or os.path.join(cfg.output_dir, "domain_terms.txt")
     if os.path.abspath(sidecar_path(out)) == os.path.abspath(out):
         raise UserError(f"--out {out}: the scores go to a .tsv beside the term file; give the term file another suffix")
     start = last = time.perf_counter()
-    files = collect_sources(d.train, d.eval, d.format)
+    files = collect_sources(d.train, d.eval, d.file_format)
     labels = tuple(build_label_names(d.labels, [])) if d.labels is not None else None
     reader = CorpusReader(files, ParseOptions(d.text_column, d.label_column, d.encoding, labels, d.nfkc,
                                               d.unescape_html), d.on_bad_record, d.dedupe, quoting=d.quoting)

@@ -9,8 +9,8 @@ import sys
 from domainft.config import Config, ConfigError, dump_yaml
 from domainft.data.head import head_report
 from domainft.data.labels import build_label_names
-from domainft.data.readers import ParseOptions
 from domainft.families import family_problems
+from domainft.tasks import get_task
 
 
 def run_validate(cfg: Config, source: str = "config") -> str:
@@ -22,10 +22,11 @@ def run_validate(cfg: Config, source: str = "config") -> str:
         from domainft.planning import model_problems
 
         problems = model_problems(cfg)
+    task = get_task(cfg.task)
+    problems += task.config_problems(cfg)
     d = cfg.data
     labels = tuple(build_label_names(d.labels, [])) if d.labels is not None else None
-    head = head_report(d.train, d.eval, d.format, ParseOptions(d.text_column, d.label_column, d.encoding, labels,
-                                                               d.nfkc, d.unescape_html), d.on_bad_record, d.quoting)
+    head = head_report(d.train, d.eval, d.file_format, task.parse_options(cfg, labels), d.on_bad_record, d.quoting)
     problems += head.problems
     if problems:
         raise ConfigError(problems, source)

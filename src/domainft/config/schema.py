@@ -9,6 +9,10 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# task sft's record formats (data.format): domainft.data.chat reads them.
+CHAT_FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -30,8 +34,13 @@ class ReplayConfig(Strict):
 class DataConfig(Strict):
     train: str = Field(description="Training corpus: a file, a folder, a glob, or a URI pyarrow accepts (s3://, gs://).")
     eval: Optional[str] = Field(None, description="Optional eval corpus; else `eval_fraction` of train is held out (stratified).")
-    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "folders"] = Field(
-        "auto", description="Input format; `auto` picks by extension, a folder of label subfolders is `folders`.")
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "folders", "messages", "alpaca", "sharegpt",
+                    "prompt_completion"] = Field(
+        "auto", description="Input format; `auto` picks by extension, a folder of label subfolders is `folders`. "
+                    "task sft: JSONL or Parquet records of chat data, `auto` detects each record's format by its keys, "
+                    "or name it: `messages` (OpenAI: system / user / assistant, multi-turn), `alpaca` (instruction, "
+                    "input, output, optional system), `sharegpt` (conversations with from / value) or "
+                    "`prompt_completion` (prompt, completion, optional system).")
     quoting: Literal["auto", "csv", "none"] = Field(
         "auto", description="CSV/TSV quoting. `csv`: a field starting with `\"` is quoted: it may hold delimiters, newlines and "
                     "`\"\"` (a literal quote). `none`: one line per record, quotes kept literally. `auto`: `csv` for CSV files; "
@@ -47,7 +56,22 @@ class DataConfig(Strict):
     max_class_ratio: float = Field(3.0, ge=1.0, description="Largest allowed max/min class ratio in the train split.")
     balance: Literal["oversample", "undersample", "none"] = Field(
         "oversample", description="How the train split is brought under `max_class_ratio`.")
-    max_length: int = Field(128, ge=8, le=8192, description="Tokenizer truncation length.")
+    max_length: int = Field(128, ge=8, le=131072, description="Tokenizer truncation length. task sft: the longest "
+                                                               "conversation in tokens (and the packed row length).")
+    chat_template: str = Field(
+        "auto", description="task sft: `auto` renders conversations with the tokenizer's own chat template; or a named "
+                    "template for a tokenizer without one: chatml (Qwen, SmolLM), llama3, deepseek, mistral, alpaca.")
+    train_on: Literal["all_assistant", "last_turn"] = Field(
+        "all_assistant", description="task sft: which assistant turns the loss covers (with their end-of-turn token); "
+                                     "system and user turns never.")
+    overlong: Literal["truncate_prompt", "drop"] = Field(
+        "truncate_prompt", description="task sft: a conversation over max_length tokens: `truncate_prompt` cuts it from "
+                    "the left (system prompt and early turns first) while the last answer fits whole, else drops it; "
+                    "`drop` drops it. Answers are never cut; both are counted in the data report.")
+    packing: bool = Field(
+        False, description="task sft: pack several conversations into each train row of up to max_length tokens, with "
+                    "position ids restarting per conversation and attention that never crosses one (eval stays "
+                    "unpacked). Fewer padding tokens, the same loss.")
     nfkc: bool = Field(False, description="Apply Unicode NFKC normalisation while cleaning.")
     unescape_html: bool = Field(False, description="Unescape HTML entities (&amp; ...) while cleaning.")
     dedupe: bool = Field(True, description="Remove exact duplicate (text, label) rows, counted.")
@@ -57,6 +81,16 @@ class DataConfig(Strict):
                           "`line`) and `fix` (a label, or `drop`); rows with an empty fix are ignored, so the audit's "
                           "label_issues.csv with its `fix` cells filled in is a valid file.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+
+    @property
+    def file_format(self) -> str:
+        """The file format: a chat record format is read from JSONL or Parquet files, picked by extension."""
+        return "auto" if self.format in CHAT_FORMATS else self.format
+
+    @property
+    def record_format(self) -> str:
+        """task sft: the chat record format (`auto`: detected per record by its keys)."""
+        return self.format if self.format in CHAT_FORMATS else "auto"
 
 
 class ModelConfig(Strict):
@@ -79,7 +113,11 @@ class OptimConfig(Strict):
     layer_decay: float = Field(0.9, gt=0.0, le=1.0, description="LR of a group = lr * layer_decay ** depth_from_top.")
     layer_lrs: Optional[list[float]] = Field(
         None, description="Explicit peak LR per encoder depth, top first (depth 1..L, then embeddings). Overrides layer_decay.")
-    head_lr_mult: float = Field(10.0, gt=0.0, description="Multiplier on `lr` for the classification head (depth 0): the new, randomly initialised head learns far faster than the pretrained layers (benchmarks/recipe.py: eval loss 0.28 vs 0.85 after one epoch on an imbalanced 600-row corpus).")
+    head_lr_mult: Optional[float] = Field(
+        None, gt=0.0, description="Multiplier on `lr` for the head (depth 0). Default 10 for classification: the new, "
+                    "randomly initialised head learns far faster than the pretrained layers (benchmarks/recipe.py: eval "
+                    "loss 0.28 vs 0.85 after one epoch on an imbalanced 600-row corpus); 1 for sft, whose head is the "
+                    "pretrained LM head.")
     lr_scaling: Literal["none", "sqrt", "linear"] = Field(
         "none", description="Scale every peak LR with the global batch (workers x batch_size x grad_accum) relative to "
                             "`lr_reference_batch`: sqrt or linear in their ratio. Keeps a recipe tuned on one worker "
@@ -143,7 +181,10 @@ class TrainConfig(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 needs a GPU.")
     seed: int = Field(42, description="Seed for split, shuffling, initialisation.")
     max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping; 0 disables.")
-    metric_for_best: Literal["macro_f1", "accuracy", "loss"] = Field("macro_f1", description="Metric that picks the best checkpoint.")
+    metric_for_best: Optional[Literal["macro_f1", "accuracy", "loss", "exact_match", "token_f1", "rouge_l"]] = Field(
+        None, description="Metric that picks the best checkpoint (loss: the eval loss). Default macro_f1 for "
+                          "classification, loss for sft; sft may also use the generated samples' exact_match, "
+                          "token_f1 or rouge_l (eval.generate_samples > 0).")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop after N epochs without improvement.")
     log_every_steps: int = Field(10, ge=1, description="Progress line and LR log interval (steps).")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="Cap on optimizer steps per epoch (smoke runs).")
@@ -220,11 +261,21 @@ class DistillConfig(Strict):
                                                         "(needs the teacher's hidden size).")
 
 
+class EvalConfig(Strict):
+    generate_samples: int = Field(
+        8, ge=0, le=1000, description="task sft: eval prompts answered greedily after every epoch, scored by exact "
+                    "match, token F1 and ROUGE-L (jieba words for Chinese) against the reference answers and written "
+                    "to eval_samples_epoch_N.jsonl; 0: none.")
+    max_new_tokens: int = Field(64, ge=1, le=8192, description="task sft: the most tokens generated per sample answer.")
+
+
 class Config(Strict):
     output_dir: str = Field(description="Where data, checkpoints, the best model and metrics go.")
-    task: Literal["classification"] = Field(
+    task: Literal["classification", "sft"] = Field(
         "classification", description="What the model is fine-tuned to do: `classification` (a sequence classifier: a new "
-                                       "head over the pretrained model, cross-entropy, accuracy and macro-F1). Data, "
+                                       "head over the pretrained model, cross-entropy, accuracy and macro-F1) or `sft` "
+                                       "(supervised fine-tuning of a decoder chat LLM on conversations: loss on the "
+                                       "assistant turns only, eval loss, perplexity and generated samples). Data, "
                                        "engine, checkpoints and outputs are shared by every task (domainft.tasks).")
     data: DataConfig
     model: ModelConfig
@@ -237,3 +288,4 @@ class Config(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)

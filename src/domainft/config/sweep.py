@@ -34,7 +34,7 @@ from domainft.config.schema import Config
 
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "choice", "grid")
 # Of the metrics every trial reports once per epoch (distributed/worker.py); `loss` is the eval loss.
-LOWER_IS_BETTER = ("eval_loss", "loss", "train_loss")
+LOWER_IS_BETTER = ("eval_loss", "loss", "train_loss", "perplexity")
 
 # Keys a trial may not vary, and why. Data is prepared once per sweep (in the driver) and handed to
 # every trial; per-trial resources would break the concurrency arithmetic; paths are set per trial.
@@ -141,9 +141,14 @@ class SweepConfig(_Strict):
     space: dict[str, Dim] = Field(description="Dotted train-config key -> distribution. Nested mappings "
                                               "(optim: {lr: {...}}) are flattened to dotted keys.")
     num_samples: int = Field(ge=1, description="Trials to sample; with grid entries: repeats of the grid.")
-    metric: Literal["macro_f1", "accuracy", "eval_loss", "loss", "train_loss"] = Field(
-        "macro_f1", description="Per-epoch eval metric that ranks trials (and drives ASHA/Optuna).")
-    mode: Literal["max", "min"] = Field("max", description="max for macro_f1/accuracy, min for losses.")
+    metric: Literal["macro_f1", "accuracy", "eval_loss", "loss", "train_loss", "perplexity", "exact_match", "token_f1",
+                    "rouge_l"] = Field(
+        "macro_f1", description="Per-epoch eval metric that ranks trials (and drives ASHA/Optuna): macro_f1 or "
+                                "accuracy (classification), eval_loss (both tasks; task sft: the loss per answer "
+                                "token), perplexity, exact_match, token_f1 or rouge_l (task sft; the last three need "
+                                "eval.generate_samples > 0).")
+    mode: Literal["max", "min"] = Field("max", description="max for macro_f1/accuracy and the sample scores, min for "
+                                                           "losses and perplexity.")
     searcher: SearcherConfig = Field(default_factory=SearcherConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     fixed: dict[str, Any] = Field(default_factory=dict, description="Nested partial train config merged into the "

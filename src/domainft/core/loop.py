@@ -69,6 +69,9 @@ def train_epoch(
     on_step: Callable[[int, torch.Tensor], None] = lambda step, loss: None,
     loss_fn: Optional[Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]] = None,
     forward_kwargs: Optional[dict[str, Any]] = None,
+    count_fn: Optional[Callable[[dict[str, torch.Tensor]], torch.Tensor]] = None,
+    grad_accum: int = 1,
+    world: int = 1,
 ) -> dict[str, float]:
     """Run exactly `num_micro_batches` micro batches (every rank the same count, or collectives hang).
 
@@ -76,27 +79,62 @@ def train_epoch(
     receives the loss as a device tensor; it should only call `.item()` every N steps (host sync).
     `loss_fn(output, batch)` replaces the model's own loss (e.g. core.losses.weighted_cross_entropy);
     `forward_kwargs` go to every forward (e.g. output_hidden_states for distillation).
+
+    `count_fn(batch)`: the loss terms in a micro batch (SFT: the tokens with a label). Given, the loss is
+    exact per term: the `grad_accum` micro batches of an optimizer step are read first, their counts
+    summed over all ranks (one all-reduce per step), and every forward gets `num_items_in_batch` so that
+    the model's loss is its summed loss / (that total / (world x grad_accum)); the engine's 1/grad_accum and
+    the gradient all-reduce's 1/world then leave sum over the step / total terms, whatever the micro
+    batches hold (Hugging Face's loss fix of late 2024). Without it, each micro batch's mean counts alike.
     """
-    loss_sum = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device)  # the loss summed over micro batches (per term with count_fn)
+    terms = torch.zeros((), device=device)
     seen = 0
-    for batch in batches:
-        if seen >= num_micro_batches:
-            break
-        # -- forward / backward / step: DeepSpeed scales by 1/grad_accum and steps only at the boundary
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        out = engine(**batch, **(forward_kwargs or {}))
-        loss = out.loss if loss_fn is None else loss_fn(out, batch)
-        engine.backward(loss)
-        before = engine.global_steps
-        engine.step()
-        # -- bookkeeping stays on the device: no host sync per step
-        loss_sum += loss.detach().float()
-        seen += 1
-        if engine.global_steps != before:
-            on_step(engine.global_steps, loss.detach())
+    for group in _step_groups(batches, num_micro_batches, grad_accum if count_fn is not None else 1):
+        group = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in group]
+        kwargs = dict(forward_kwargs or {})
+        if count_fn is not None:
+            counts = torch.stack([count_fn(b) for b in group]).to(device=device, dtype=torch.float32)
+            total = counts.sum()
+            if world > 1 and dist.is_available() and dist.is_initialized():
+                dist.all_reduce(total)
+            per_share = total.clamp(min=1) / (world * grad_accum)
+            kwargs["num_items_in_batch"] = per_share
+        for i, batch in enumerate(group):
+            # -- forward / backward / step: DeepSpeed scales by 1/grad_accum and steps only at the boundary
+            out = engine(**batch, **kwargs)
+            loss = out.loss if loss_fn is None else loss_fn(out, batch)
+            engine.backward(loss)
+            before = engine.global_steps
+            engine.step()
+            # -- bookkeeping stays on the device: no host sync per step
+            if count_fn is not None:
+                loss_sum += loss.detach().float() * per_share  # back to this micro batch's summed loss
+                terms += counts[i]
+            else:
+                loss_sum += loss.detach().float()
+                terms += 1
+            seen += 1
+            if engine.global_steps != before:
+                shown = loss.detach() if count_fn is None else (loss_sum / terms.clamp(min=1)).detach()
+                on_step(engine.global_steps, shown)
     if seen < num_micro_batches:
         raise RuntimeError(f"data shard ran out after {seen} of {num_micro_batches} micro batches")
-    return {"train_loss": (loss_sum / max(seen, 1)).item(), "micro_batches": float(seen)}  # one sync per epoch
+    return {"train_loss": (loss_sum / terms.clamp(min=1)).item(), "micro_batches": float(seen)}  # one sync per epoch
+
+
+def _step_groups(batches: Iterable[dict], limit: int, size: int) -> Iterable[list[dict]]:
+    """The first `limit` batches in lists of `size` (an optimizer step's micro batches; the last may be short)."""
+    group: list[dict] = []
+    for n, batch in enumerate(batches):
+        if n >= limit:
+            break
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 class Evaluator(Protocol):

@@ -99,38 +99,51 @@ def build_model(name_or_path: str, label_names: Sequence[str], trust_remote_code
     config = build_config(name_or_path, label_names, trust_remote_code, revision)
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
     if load_in_8bit or load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        from domainft.core.layers import build_layer_map
-
         meta = build_model_from_config(name_or_path, label_names, trust_remote_code, revision)
-        # The new head would be quantized too (and have no int8 data to run with): keep it out.
-        skip = build_layer_map(meta).head_module_names()
-        if load_in_4bit:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch_dtype or torch.float32, llm_int8_skip_modules=skip)
-        else:
-            # DeepSeek's multi-head latent attention feeds kv_b_proj a 4-D tensor, which LLM.int8's CPU kernel
-            # (bitsandbytes 0.50) cannot take: that small projection stays in full precision.
-            if any(n.endswith(".kv_b_proj") for n, _ in meta.named_modules()):
-                skip = [*skip, "kv_b_proj"]
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-        kwargs["device_map"] = {"": str(device or "cpu")}
+        kwargs.update(quantization_kwargs(meta, load_in_8bit, load_in_4bit, torch_dtype, device))
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, config=config, trust_remote_code=trust_remote_code, revision=revision,
         ignore_mismatched_sizes=True, use_safetensors=True, **kwargs)  # never unpickle a .bin
     if previous is not None and len(names) > len(previous):
         widen_head(model, name_or_path, len(previous))
     if load_in_4bit:
-        # bitsandbytes repacks a 4-bit weight in place for its CPU inference kernel on the first forward
-        # without gradients (eval): that needs out_features divisible by 32 and in_features by 64, and
-        # afterwards no gradient flows through the layer any more (seen with bitsandbytes 0.50), while
-        # training resumes after each eval on the same weights. Keep the one layout training uses.
-        for module in model.modules():
-            if hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
+        keep_4bit_training_layout(model)
     return model
+
+
+def quantization_kwargs(meta: PreTrainedModel, load_in_8bit: bool, load_in_4bit: bool,
+                        torch_dtype: Optional[torch.dtype], device: Optional[torch.device]) -> dict:
+    """from_pretrained's arguments for an LLM.int8 or 4-bit NF4 base (bitsandbytes), the head (core.layers:
+    depth 0, read off `meta`, the same architecture on the meta device) kept in `torch_dtype`."""
+    from transformers import BitsAndBytesConfig
+
+    from domainft.core.layers import build_layer_map
+
+    # A new head would be quantized too (and have no int8 data to run with); a pretrained LM head is the
+    # output layer, which QLoRA keeps in full precision as well.
+    skip = build_layer_map(meta).head_module_names()
+    if "lm_head" in dict(meta.named_modules()) and "lm_head" not in skip:  # tied to the embeddings: depth L+1
+        skip.append("lm_head")
+    if load_in_4bit:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=torch_dtype or torch.float32, llm_int8_skip_modules=skip)
+    else:
+        # DeepSeek's multi-head latent attention feeds kv_b_proj a 4-D tensor, which LLM.int8's CPU kernel
+        # (bitsandbytes 0.50) cannot take: that small projection stays in full precision.
+        if any(n.endswith(".kv_b_proj") for n, _ in meta.named_modules()):
+            skip = [*skip, "kv_b_proj"]
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return {"quantization_config": config, "device_map": {"": str(device or "cpu")}}
+
+
+def keep_4bit_training_layout(model: torch.nn.Module) -> None:
+    """bitsandbytes repacks a 4-bit weight in place for its CPU inference kernel on the first forward
+    without gradients (eval): that needs out_features divisible by 32 and in_features by 64, and
+    afterwards no gradient flows through the layer any more (seen with bitsandbytes 0.50), while
+    training resumes after each eval on the same weights. Keep the one layout training uses."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def build_model_from_config(name_or_path: str, label_names: Sequence[str], trust_remote_code: bool = False,

@@ -41,6 +41,10 @@ class PeftSpec:
     target_modules: Optional[tuple[str, ...]] = None  # None: the family's default; (ALL_LINEAR,): every linear
     num_virtual_tokens: int = 20
     trainable: tuple[str, ...] = ("ffn",)
+    # A causal LM (task sft): its head is the pretrained output layer, which does not train under PEFT (an
+    # untied LM head is vocab x hidden: LoRA would train more than it saves), and the exported adapter is
+    # a CAUSAL_LM one. False: a classifier, whose new head always trains.
+    causal: bool = False
 
     @property
     def adapter(self) -> bool:
@@ -72,7 +76,8 @@ def lora_targets(model: nn.Module, layer_map: LayerMap, spec: PeftSpec) -> dict[
     ends with "." + target) -> the modules of the base model it selects (the head is never a target).
     ALL_LINEAR selects every linear module (bitsandbytes' int8 / 4-bit Linear included)."""
     targets = spec.target_modules or layer_map.lora_targets
-    head = layer_map.head_module_names()
+    # A tied LM head (`lm_head`, its weight the embeddings') is the output layer, never a target either.
+    head = layer_map.head_module_names() + sorted({n.rsplit(".", 1)[0] for n in layer_map.tied})
     modules = [(n, m) for n, m in model.named_modules() if n and not _under(n, head)]
     if tuple(targets) == (ALL_LINEAR,):
         return {ALL_LINEAR: [n for n, m in modules if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]}
@@ -201,7 +206,7 @@ def apply_peft(model: nn.Module, spec: PeftSpec, modules_to_save: bool = False) 
             raise ValueError(f"selective tuning trains kinds of {SELECTIVE_KINDS}, got {list(spec.trainable)}")
         for name, param in model.named_parameters():
             kind = lmap.kind[name]
-            param.requires_grad_(kind == HEAD or kind in spec.trainable
+            param.requires_grad_((kind == HEAD and not spec.causal) or kind in spec.trainable
                                  or ("bias" in spec.trainable and name.endswith(".bias")))
         return model
     from peft import get_peft_model
@@ -211,10 +216,13 @@ def apply_peft(model: nn.Module, spec: PeftSpec, modules_to_save: bool = False) 
     # rejects transformers 5 models, whose forward takes past key values through **kwargs.
     # Export of LoRA: SEQ_CLS, so that the saved adapter names its task and peft's
     # AutoPeftModelForSequenceClassification loads it (the head is in `modules_to_save` either way).
+    # A causal LM: CAUSAL_LM both ways (its forward takes the model's own labels and num_items_in_batch).
     task_type = "SEQ_CLS" if modules_to_save and spec.method == "lora" else "FEATURE_EXTRACTION"
-    wrapped = get_peft_model(model, _peft_config(model, lmap, spec, task_type,
-                                                 lmap.head_module_names() if modules_to_save else None))
-    if not modules_to_save:
+    if spec.causal:
+        task_type = "CAUSAL_LM"
+    saved = lmap.head_module_names() if modules_to_save and not spec.causal else None
+    wrapped = get_peft_model(model, _peft_config(model, lmap, spec, task_type, saved))
+    if not modules_to_save and not spec.causal:
         wrapped_map = build_layer_map(wrapped)
         for name, param in wrapped.named_parameters():
             if wrapped_map.kind[name] == HEAD:

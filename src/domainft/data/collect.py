@@ -24,6 +24,11 @@ REASON_TEXT = {
     "missing_text": "missing text", "missing_label": "missing label", "bad_type": "wrong value type",
     "empty_label": "empty label", "unknown_label": "label not in data.labels",
     "undecodable_bytes": "undecodable bytes",
+    # task sft (domainft.data.chat)
+    "unknown_format": "not a known chat record format", "unknown_role": "unknown role",
+    "no_assistant_turn": "no assistant turn", "empty_answer": "empty answer", "empty_message": "empty message",
+    "template_not_incremental": "chat template renders earlier turns differently",
+    "template_error": "chat template failed",
 }
 COLUMNS = ["key", "split", "label", "source_id", "h", "empty", "reason", "detail", "raw"]
 

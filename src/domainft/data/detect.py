@@ -30,6 +30,7 @@ class Layout:
     labels: list[str] = field(default_factory=list)  # seen in the rows read, sorted
     rows: int = 0
     chinese: bool = False         # most texts read are mainly CJK characters
+    chat_format: Optional[str] = None  # chat records (task sft): their format, `auto` when they mix formats
 
 
 def detect_layout(path: str) -> Layout:
@@ -47,6 +48,8 @@ def detect_layout(path: str) -> Layout:
     if not rows:
         raise UserError(f"{first.uri}: no rows could be read as {first.fmt}")
     columns = list(dict.fromkeys(k for r in rows for k in r))
+    if (chat := _chat_format(rows)) is not None:
+        return Layout(first.fmt, len(files), columns, rows=len(rows), chat_format=chat)
     text = _text_column(rows, columns)
     if text is None:
         raise UserError(f"{first.uri}: no column holds text (columns: {', '.join(columns)})")
@@ -54,6 +57,24 @@ def detect_layout(path: str) -> Layout:
     labels = sorted({str(r[label]).strip() for r in rows if r.get(label) not in (None, "")}) if label else []
     return Layout(first.fmt, len(files), columns, text, label, labels, len(rows),
                   _mostly_cjk([str(r.get(text) or "") for r in rows]))
+
+
+def _chat_format(rows: list[dict]) -> Optional[str]:
+    """The chat format most rows are in (domainft.data.chat.detect_format), `auto` for a mix; None when fewer
+    than half the rows are chat records (a classification corpus)."""
+    from collections import Counter
+
+    from domainft.data.chat import RecordError, detect_format
+
+    found: Counter = Counter()
+    for r in rows:
+        try:
+            found[detect_format(r)] += 1
+        except RecordError:
+            pass
+    if sum(found.values()) * 2 < len(rows):
+        return None
+    return found.most_common(1)[0][0] if len(found) == 1 else "auto"
 
 
 def _rows(f: SourceFile) -> list[dict[str, Any]]:

@@ -21,8 +21,8 @@ def prepare_fingerprint(cfg: Config) -> str:
     """Hash of data + augment config, seed, each local input file's path, size and mtime, and what
     decides the tokenizer: model path, revision, trust_remote_code, a local folder's tokenizer files."""
     d, m = cfg.data, cfg.model
-    inputs = {"train": input_signature(d.train, d.format), "eval": input_signature(d.eval, d.format),
-              "labels": _label_signature(cfg)}
+    inputs = {"train": input_signature(d.train, d.file_format), "eval": input_signature(d.eval, d.file_format),
+              "labels": _label_signature(cfg), "task": cfg.task}  # another task prepares the corpus otherwise
     model = {"name_or_path": m.name_or_path, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
              "tokenizer_files": tokenizer_signature(m.name_or_path)}
     return fingerprint(d.model_dump(mode="json"), cfg.augment.model_dump(mode="json"), model, cfg.train.seed, inputs)

@@ -10,6 +10,7 @@ No Ray: `distributed/datasets.py` runs `parse_chunk` inside `map_batches`.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -24,7 +25,12 @@ from domainft.data.sources import TEXT, filesystem
 
 LINE_BITS = 40  # key = file index << 40 | line (or row) number
 REASONS = ("malformed_json", "malformed_csv", "wrong_column_count", "missing_text", "missing_label", "bad_type",
-           "empty_label", "unknown_label", "undecodable_bytes")
+           "empty_label", "unknown_label", "undecodable_bytes",
+           # task sft (domainft.data.chat)
+           "unknown_format", "unknown_role", "no_assistant_turn", "empty_answer", "empty_message",
+           "template_not_incremental", "template_error")
+# task sft: a conversation record's label (one class; the split, dedupe and counts are those of classification).
+CONVERSATION = "conversation"
 STATS, FATAL = "__stats__", "__fatal__"  # control rows: blank-line counts, unreadable files (never records)
 _MARK = "\udc80"  # a lone surrogate: no strict decoder emits one, so it marks bytes that did not decode
 _ERRORS = "domainft.mark"
@@ -47,6 +53,21 @@ class ParseOptions:
     labels: Optional[tuple[str, ...]] = None  # explicit label set: anything else is `unknown_label`
     nfkc: bool = False
     unescape_html: bool = False
+    # task sft: records are conversations in this chat format (domainft.data.chat; `auto`: by their keys) and
+    # come out as text = the canonical messages as JSON, label = CONVERSATION. None: text and label columns.
+    chat_format: Optional[str] = None
+    # task sft: the chat encoder's spec as JSON (data.chat.chat_encoder_from_spec): each conversation is rendered
+    # with the run's template here, so one the template cannot mask is a bad record with its file and line
+    # (template_not_incremental, template_error) rather than a failed prepare. None: not checked (validate).
+    chat_check: Optional[str] = None
+
+
+@functools.lru_cache(maxsize=2)
+def _chat_checker(spec: str):
+    """The run's chat encoder, built once per worker process (a Ray Data task's process is reused)."""
+    from domainft.data.chat import chat_encoder_from_spec
+
+    return chat_encoder_from_spec(json.loads(spec), 1 << 30)
 
 
 def key_of(fidx: int, line: int) -> int:
@@ -110,6 +131,22 @@ class _Rows:
         cleaned = clean_text(text, self.opts.nfkc, self.opts.unescape_html)
         self._add(line, sid, cleaned, value, text_hash(cleaned) if cleaned else 0, not cleaned, None, None, None)
 
+    def conversation(self, line: int, sid: str, obj, raw) -> None:
+        """Validate one chat record (task sft) into the canonical conversation, or reject it with the reason."""
+        from domainft.data.chat import RecordError, to_messages
+
+        try:
+            messages = to_messages(obj, self.opts.chat_format)
+            if self.opts.chat_check:
+                _chat_checker(self.opts.chat_check).check(messages)
+        except RecordError as e:
+            return self.bad(line, sid, e.reason, e.detail, raw)
+        text = json.dumps(messages, ensure_ascii=False)
+        if _MARK in text:
+            return self.bad(line, sid, "undecodable_bytes", f"not valid {self.opts.encoding}", raw)
+        # No cleaning: whitespace and markup inside answers are what the model is taught to write.
+        self._add(line, sid, text, CONVERSATION, text_hash(text), False, None, None, None)
+
     def full(self) -> bool:
         return len(self.cols["key"]) >= _ROWS_PER_TABLE or self.chars >= _TABLE_CHARS
 
@@ -145,8 +182,11 @@ def _jsonl(rows: _Rows, lines: Iterator[str], first: int) -> Iterator[pa.Table]:
         if not isinstance(obj, dict):
             rows.bad(lineno, sid, "malformed_json", f"expected a JSON object, got {type(obj).__name__}", line)
             continue
-        rows.record(lineno, sid, obj.get(rows.opts.text_column, _MISSING), obj.get(rows.opts.label_column, _MISSING),
-                    line)
+        if rows.opts.chat_format:
+            rows.conversation(lineno, sid, obj, line)
+        else:
+            rows.record(lineno, sid, obj.get(rows.opts.text_column, _MISSING),
+                        obj.get(rows.opts.label_column, _MISSING), line)
         if rows.full():
             yield rows.take()
 
@@ -234,6 +274,9 @@ def _parquet(rows: _Rows) -> Iterator[pa.Table]:
     fs, path = filesystem(chunk["uri"])
     with fs.open_input_file(path) as f:
         pf = pq.ParquetFile(f)
+        if opts.chat_format:
+            yield from _parquet_chats(rows, pf)
+            return
         names = pf.schema_arrow.names
         wanted = [c for c in (opts.text_column, opts.label_column) if c in names]
         cols = ", ".join(names)
@@ -254,6 +297,19 @@ def _parquet(rows: _Rows) -> Iterator[pa.Table]:
                     yield rows.take()
 
 
+def _parquet_chats(rows: _Rows, pf: pq.ParquetFile) -> Iterator[pa.Table]:
+    """task sft: every row of the chunk's row groups, all columns, as one chat record."""
+    chunk = rows.chunk
+    groups = range(pf.num_row_groups) if chunk["end"] < 0 else range(chunk["start"], chunk["end"])
+    row = chunk["line0"]
+    for g in groups:
+        for obj in pf.read_row_group(g).to_pylist():
+            row += 1
+            rows.conversation(row, f"{chunk['name']}:row{row}", obj, obj)
+            if rows.full():
+                yield rows.take()
+
+
 def parse_chunk(chunk: dict, opts: ParseOptions) -> Iterator[pa.Table]:
     """Rows of one chunk as Arrow tables of `SCHEMA` (good and rejected records, plus control rows),
     yielded as they fill.
@@ -265,6 +321,9 @@ def parse_chunk(chunk: dict, opts: ParseOptions) -> Iterator[pa.Table]:
     try:
         if chunk["fmt"] == "parquet":
             yield from _parquet(rows)
+        elif opts.chat_format and chunk["fmt"] != "jsonl":  # the config check refuses these formats for task sft; a file found by `auto`:
+            rows._add(-1 - chunk["fidx"], "", None, None, 0, False, FATAL,
+                      f"{chunk['uri']}: task sft reads chat records from JSONL or Parquet files, not {chunk['fmt']}", None)
         elif chunk["fmt"] == TEXT:
             yield from _document(rows, read_whole(chunk))
         else:

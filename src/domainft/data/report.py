@@ -82,11 +82,13 @@ def format_report(r: dict) -> str:
         + (f"   (of which {r['eval_overlap_removed']} also in eval)" if r["eval_overlap_removed"] else ""),
         f"  {'empty after cleaning':<28}{r['empty_removed']:>10}",
         f"  {'rows kept':<28}{r['rows_kept']:>10}",
-        f"  {'train rows (written)':<28}{r['train_rows']:>10}   ({b['method']}: +{b['rows_added']} -{b['rows_removed']})",
+        f"  {'train rows (written)':<28}{r['train_rows']:>10}"
+        + ("" if r.get("sft") else f"   ({b['method']}: +{b['rows_added']} -{b['rows_removed']})"),
         f"  {'eval rows (written)':<28}{r['eval_rows']:>10}   ({r['eval_source']})",
-        f"  {'max/min class ratio':<28}{_ratio(r['max_class_ratio_before']):>10} -> "
-        f"{_ratio(r['max_class_ratio_after'])}   (limit {b['max_class_ratio']:g}, train split only)",
     ]
+    if not r.get("sft"):
+        lines.append(f"  {'max/min class ratio':<28}{_ratio(r['max_class_ratio_before']):>10} -> "
+                     f"{_ratio(r['max_class_ratio_after'])}   (limit {b['max_class_ratio']:g}, train split only)")
     if r.get("fixes_applied"):
         fx = r["fixes_applied"]
         lines.append(f"  {'label fixes applied':<28}{fx['relabelled'] + fx['dropped']:>10}   "
@@ -98,11 +100,16 @@ def format_report(r: dict) -> str:
                      f"{rp['previous_originals']} original rows of {rp['from']}; aug_op \"replay\")")
     if r.get("blank_lines"):
         lines.append(f"  {'blank lines skipped':<28}{r['blank_lines']:>10}   (not records)")
-    width = max([5] + [len(n) for n in r["label_names"]])
-    lines.append(f"  {'label':<{width}} {'id':>4} {'train before':>13} {'train after':>12} {'eval':>8}")
-    for i, n in enumerate(r["label_names"]):
-        lines.append(f"  {n:<{width}} {i:>4} {r['class_counts_before'][n]:>13} {r['class_counts_after'][n]:>12} "
-                     f"{r['class_counts_eval'][n]:>8}")
+    if r.get("sft"):  # task sft: conversations, no labels
+        from domainft.data.sft_report import format_sft_report
+
+        lines += format_sft_report(r)
+    else:
+        width = max([5] + [len(n) for n in r["label_names"]])
+        lines.append(f"  {'label':<{width}} {'id':>4} {'train before':>13} {'train after':>12} {'eval':>8}")
+        for i, n in enumerate(r["label_names"]):
+            lines.append(f"  {n:<{width}} {i:>4} {r['class_counts_before'][n]:>13} {r['class_counts_after'][n]:>12} "
+                         f"{r['class_counts_eval'][n]:>8}")
     if r.get("augmentation") is not None:
         lines.append(f"  augmentation: {json.dumps(r['augmentation'], ensure_ascii=False)[:200]}")
     if r["classes_missing_in_train"]:

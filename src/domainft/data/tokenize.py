@@ -53,7 +53,8 @@ def ensure_pad_token(tokenizer, name_or_path: str) -> Optional[str]:
             f"{tokenizer.eos_token!r} (id {tokenizer.eos_token_id})")
 
 
-_TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece")
+_TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece",
+                    "chat_template")
 
 
 def tokenizer_signature(name_or_path: str) -> list:

@@ -21,6 +21,7 @@ from domainft.data.chunks import read_plan
 from domainft.data.collect import COLUMNS, Collector
 from domainft.data.plan import EVAL, TRAIN, Plan, select_rows
 from domainft.data.readers import ParseOptions, parse_chunk
+from domainft.data.chat import chat_encoder_from_spec
 from domainft.data.tokenize import build_encoder
 from domainft.distributed.cluster import init_ray
 from domainft.distributed.progress import LiveProgress, Reporter
@@ -121,7 +122,9 @@ class _Tokenize:
 
     def __init__(self, spec: dict, max_length: int, examples: Callable, reporter: Optional[Reporter] = None,
                  bar: str = ""):
-        self.encode = build_encoder(spec, max_length)
+        # A `chat` spec (task sft): conversations -> token ids and loss labels (data.chat's ChatEncoder).
+        self.encode = chat_encoder_from_spec(spec["chat"], max_length) if "chat" in spec else build_encoder(spec,
+                                                                                                         max_length)
         self.examples = examples
         self.reporter, self.bar = reporter, bar
 

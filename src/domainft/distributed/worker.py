@@ -72,7 +72,8 @@ def fit_epoch(run: WorkerRun, epoch: int) -> dict[str, float]:
         local_shuffle_buffer_size=max(256, 4 * t.batch_size), local_shuffle_seed=t.seed + epoch,
         prefetch_batches=2 if cuda else 1, pin_memory=cuda)
     stats = train_epoch(run.engine, batches, run.spec.geometry.micro_batches_per_epoch, run.device,
-                        functools.partial(after_step, run), loss_fn=run.loss_fn, forward_kwargs=run.forward_kwargs)
+                        functools.partial(after_step, run), loss_fn=run.loss_fn, forward_kwargs=run.forward_kwargs,
+                        count_fn=run.task.token_count, grad_accum=t.grad_accum, world=run.world)
     stats["train_samples_per_s"] = run.progress.samples_per_s(run.engine.global_steps)
     return stats
 
@@ -106,10 +107,11 @@ def evaluate_epoch(run: WorkerRun, epoch: int, train_stats: dict[str, float]) ->
                          on_batch=lambda n: run.reporter.advance(name, n))
     if run.rank == 0:
         run.reporter.close(name)
+    samples = _from_rank0(run, run.task.sample_eval(run.engine.module, run.spec, run.device, epoch, run.rank))
     step = run.engine.global_steps
     record = {"epoch": epoch, "global_step": step, "train_loss": train_stats["train_loss"],
               "train_samples_per_s": train_stats["train_samples_per_s"], **run.task.eval_metrics(evaluator, run.spec),
-              "lowest_trainable": run.lowest_trainable(step)}
+              **samples, "lowest_trainable": run.lowest_trainable(step)}
     state.history.append(record)
     state.epoch, state.global_step = epoch, step
     value = record["eval_loss"] if t.metric_for_best == "loss" else record[t.metric_for_best]
@@ -120,6 +122,15 @@ def evaluate_epoch(run: WorkerRun, epoch: int, train_stats: dict[str, float]) ->
     if state.stopped_early == epoch:  # saved with this epoch's checkpoint: a resubmission trains no further
         run.say(f"[train] early stop: no improvement in {state.epochs_without_improvement} epochs")
     return record
+
+
+def _from_rank0(run: WorkerRun, value: dict) -> dict:
+    """Rank 0's value on every rank: the best epoch and early stopping must be decided alike everywhere."""
+    if run.world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def save_and_report(run: WorkerRun, record: dict) -> None:

@@ -34,8 +34,11 @@ def data_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None) -> DataSp
     r = report or {}
     labels = list(r.get("label_names") or cfg.data.labels or PLACEHOLDER_LABELS)
     after = r.get("class_counts_after")
+    chat = r.get("sft") or {}
     return DataSpec(label_names=labels, train_rows=r.get("train_rows"), eval_rows=r.get("eval_rows"),
                     class_counts=[int(after.get(n, 0)) for n in labels] if after else None,
+                    chat_template=chat.get("chat_template"), stop_token_ids=chat.get("stop_token_ids") or [],
+                    max_length=cfg.data.max_length,
                     pad_token_id=r.get("pad_token_id"), train_dir=r.get("train_dir"), eval_dir=r.get("eval_dir"),
                     fingerprint=r.get("fingerprint") or [r.get("train_dir"), r.get("train_rows")])
 
@@ -45,7 +48,12 @@ def meta_model(cfg: Config, label_names: list[str], peft: Optional[PeftSpec] = N
     m = cfg.model
     model = get_task(cfg.task).build_model(m.name_or_path, label_names, trust_remote_code=m.trust_remote_code,
                                            revision=m.revision, meta=True)
-    return apply_peft(model, peft if peft is not None else peft_spec(cfg.peft.model_dump()))
+    return apply_peft(model, peft if peft is not None else run_peft_spec(cfg))
+
+
+def run_peft_spec(cfg: Config) -> PeftSpec:
+    """The PEFT regime as configured, for the config's task (a causal LM's head stays frozen under PEFT)."""
+    return peft_spec({**cfg.peft.model_dump(), "causal": get_task(cfg.task).causal_lm})
 
 
 # Before `prepare` the steps per epoch are unknown: the timeline is laid out on this many, so that a thaw
@@ -105,10 +113,10 @@ def check_model(cfg: Config, train_rows: Optional[int] = None) -> None:
 
 
 def _peft_problems(cfg: Config, labels: list[str], geo: Optional[Geometry]) -> list[str]:
-    spec = peft_spec(cfg.peft.model_dump())
+    spec = run_peft_spec(cfg)
     if spec.method == "none":
         return []
-    plain = meta_model(cfg, labels, PeftSpec())  # problems are found on the model before wrapping
+    plain = meta_model(cfg, labels, PeftSpec(causal=spec.causal))  # problems are found on the model before wrapping
     t, uf = cfg.train, cfg.unfreeze
     thaw = total = None
     # Without the row count the timeline is exact in epochs only for whole-epoch thaw intervals.
@@ -128,8 +136,8 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
     """
     world = world or cfg.scaling.num_workers
     task, data = get_task(cfg.task), data_spec(cfg, report)
-    problems = family_problems(cfg.model.name_or_path, cfg.model.revision)
-    if problems:  # nothing below can be built for an architecture domainft does not know
+    problems = family_problems(cfg.model.name_or_path, cfg.model.revision) + task.config_problems(cfg)
+    if problems:  # nothing below can be built for an architecture domainft does not know, or for another task's keys
         raise ConfigError(problems, "config")
     problems = _position_problems(cfg)
     geo = _geometry(cfg, data, world, problems)
@@ -139,8 +147,11 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
     model = meta_model(cfg, data.label_names)
     lmap = build_layer_map(model)
     t, op = cfg.train, cfg.optim
+    metric = t.metric_for_best or task.default_metric
+    head_lr_mult = op.head_lr_mult if op.head_lr_mult is not None else task.default_head_lr_mult
     scale = batch_lr_scale(t.batch_size * t.grad_accum * world, op.lr_reference_batch, op.lr_scaling)
-    depths = _depths(cfg, model, lmap, geo.steps_per_epoch if geo else NOMINAL_STEPS_PER_EPOCH, scale, problems)
+    depths = _depths(cfg, model, lmap, geo.steps_per_epoch if geo else NOMINAL_STEPS_PER_EPOCH, scale, head_lr_mult,
+                     problems)
     labels_known = bool(report and report.get("label_names"))
     loss, loss_problems = task.loss_spec(cfg, data.label_names if labels_known else None, data.class_counts)
     if problems + loss_problems:
@@ -153,17 +164,18 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
         model=ModelSpec(name_or_path=cfg.model.name_or_path, revision=cfg.model.revision,
                         trust_remote_code=cfg.model.trust_remote_code, load_in_8bit=cfg.model.load_in_8bit,
                         load_in_4bit=cfg.model.load_in_4bit,
-                        peft=peft_spec(cfg.peft.model_dump()), peft_export=cfg.peft.export, family=lmap.family,
+                        peft=run_peft_spec(cfg), peft_export=cfg.peft.export, family=lmap.family,
                         num_layers=lmap.num_layers),
         train=TrainSpec(epochs=t.epochs, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
                         grad_accum=t.grad_accum, precision=t.precision, seed=t.seed, max_grad_norm=t.max_grad_norm,
-                        log_every_steps=t.log_every_steps, metric_for_best=t.metric_for_best,
-                        higher_is_better=task.metric_higher_is_better(t.metric_for_best),
+                        log_every_steps=t.log_every_steps, metric_for_best=metric,
+                        higher_is_better=task.metric_higher_is_better(metric),
+                        generate_samples=cfg.eval.generate_samples, max_new_tokens=cfg.eval.max_new_tokens,
                         gradient_checkpointing=t.gradient_checkpointing,
                         early_stopping_patience=t.early_stopping_patience),
         lr=_lr_schedule(cfg, geo),
         optimizer=OptimizerSpec(base_lr=op.lr, lr_scale=scale, lr_scaling=op.lr_scaling,
-                                lr_reference_batch=op.lr_reference_batch, head_lr_mult=op.head_lr_mult,
+                                lr_reference_batch=op.lr_reference_batch, head_lr_mult=head_lr_mult,
                                 weight_decay=op.weight_decay, betas=op.betas, eps=op.eps, eight_bit=op.eight_bit),
         zero_stage=ds.zero_stage, effective_zero_stage=stage,
         deepspeed=build_ds_config(stage, t.precision, t.batch_size, t.grad_accum, world, t.max_grad_norm,
@@ -172,7 +184,7 @@ def build_spec(cfg: Config, report: Optional[Mapping[str, Any]] = None, world: O
         ray=_ray_spec(cfg, world, identity), identity=identity)
 
 
-def _depths(cfg: Config, model: Any, lmap: LayerMap, steps_per_epoch: int, scale: float,
+def _depths(cfg: Config, model: Any, lmap: LayerMap, steps_per_epoch: int, scale: float, head_lr_mult: float,
             problems: list[str]) -> list[DepthSpec]:
     """Each depth's size, peak LR (batch scaling included) and thaw steps; a depth due at or after the run's
     last step never trains in it."""
@@ -181,7 +193,7 @@ def _depths(cfg: Config, model: Any, lmap: LayerMap, steps_per_epoch: int, scale
     scheduled = scheduled_thaws(cfg, lmap, counts, steps_per_epoch)
     in_run = within_run(scheduled, steps_per_epoch * cfg.train.epochs)
     try:
-        peaks = peak_lrs(lmap, op.lr * scale, op.layer_decay, op.head_lr_mult,
+        peaks = peak_lrs(lmap, op.lr * scale, op.layer_decay, head_lr_mult,
                          [lr * scale for lr in op.layer_lrs] if op.layer_lrs else None)
     except ValueError as e:  # a layer_lrs list of another length than the model's layers
         problems.append(f"optim.layer_lrs: {e}")

@@ -18,7 +18,7 @@ from domainft.core.layers import LayerMap
 from domainft.core.peft import METHODS, PeftSpec, peft_problems, peft_spec
 from domainft.core.unfreeze import within_run
 from domainft.data.layout import PreparedLayout
-from domainft.planning.build import NOMINAL_STEPS_PER_EPOCH, build_spec, meta_model, scheduled_thaws
+from domainft.planning.build import NOMINAL_STEPS_PER_EPOCH, build_spec, meta_model, run_peft_spec, scheduled_thaws
 from domainft.runspec import RunSpec
 
 # How the frozen base weights are kept: in the training precision, or quantized by bitsandbytes.
@@ -149,7 +149,7 @@ def _method_rows(cfg: Config, spec: RunSpec, gpus: int, models: _Models) -> list
     """Trainable parameters and model-state memory (configured ZeRO stage) of every PEFT regime."""
     t, ds = cfg.train, cfg.deepspeed
     spe = spec.geometry.steps_per_epoch if spec.geometry else NOMINAL_STEPS_PER_EPOCH
-    rows, plain, values = [], models.get(PeftSpec()), cfg.peft.model_dump()
+    rows, plain, values = [], models.get(PeftSpec()), _peft_values(cfg)
     for method in METHODS:
         regime = peft_spec({**values, "method": method})
         if method not in ("none", cfg.peft.method) and peft_problems(plain, regime):
@@ -169,12 +169,17 @@ def _method_rows(cfg: Config, spec: RunSpec, gpus: int, models: _Models) -> list
     return rows
 
 
+def _peft_values(cfg: Config) -> dict:
+    """The configured PEFT keys as the run reads them (a causal LM's head stays frozen: build.run_peft_spec)."""
+    return {**cfg.peft.model_dump(), "causal": run_peft_spec(cfg).causal}
+
+
 def _regimes(cfg: Config) -> list[tuple[str, PeftSpec, str, bool]]:
     """(name, PEFT regime, how the frozen base Linear weights are kept, configured) of full fine-tuning, LoRA
     (the configured rank and targets, else r=8 on the family's default targets) and QLoRA, and of the configured
     regime when it is none of the three (prompt or prefix tuning, selective, LoRA on an int8 base)."""
     p, m, precision = cfg.peft, cfg.model, cfg.train.precision
-    values = cfg.peft.model_dump()
+    values = _peft_values(cfg)
     lora = peft_spec({**values, "method": "lora", **({} if p.method == "lora" else {"r": 8, "target_modules": None})})
     base = "nf4" if m.load_in_4bit else "int8" if m.load_in_8bit else precision
     configured = "full" if p.method == "none" else "qlora" if base == "nf4" else "lora" if base == precision \
@@ -246,7 +251,7 @@ def make_plan(cfg: Config, num_gpus: Optional[int] = None) -> dict:
             "peft_method": spec.model.peft.method, "eight_bit": spec.optimizer.eight_bit,
             "total_params": total, "trainable_params": trainable, "model_params": plain["total_params"],
             "activated_params": plain["activated_params"],
-            "train_rows": spec.data.train_rows, "stale_data": stale,
+            "train_rows": spec.data.train_rows, "stale_data": stale, "sft": (report or {}).get("sft"),
             "steps_per_epoch": geo.steps_per_epoch if geo else None,
             "global_batch": geo.global_batch if geo else t.batch_size * t.grad_accum * spec.ray.num_workers,
             "total_steps": geo.total_steps if geo else None,
@@ -321,6 +326,13 @@ def format_plan(p: dict) -> str:
     if p["steps_per_epoch"]:
         lines.append(f"{p['train_rows']} train rows, global batch {p['global_batch']} -> {p['steps_per_epoch']} "
                      f"optimizer steps/epoch, {p['total_steps']} in all")
+        if p.get("sft"):
+            tr = p["sft"]["train"]
+            lines.append(f"tokens per epoch: {tr['tokens']:,} ({tr['answer_tokens']:,} in the loss, about "
+                         f"{tr['answer_tokens'] // max(p['steps_per_epoch'], 1):,} per optimizer step) in "
+                         f"{tr['conversations']} conversations" + (f" packed into {tr['rows']} rows of up to "
+                                                                   f"{p['sft']['max_length']} tokens"
+                                                                   if p["sft"]["packing"] else ""))
     elif p["stale_data"]:
         lines.append("(the prepared data is not this config's: the data, augment or model settings or the input "
                      "files changed; run `domainft prepare` for step numbers; timeline in epochs)")

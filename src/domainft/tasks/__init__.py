@@ -3,12 +3,16 @@
 Data, the engine, unfreezing, checkpoints, resume, Tune and the CLI are shared; a `Task` holds only
 what a kind of fine-tuning changes:
 
-- data: how a prepared record becomes a training example (`examples`) and how examples are padded
-  into a batch (`collate`);
+- config: the keys that belong to a task (`config_problems`);
+- data: how input records are read (`parse_options`), how a prepared record becomes a training example
+  (`encoder_spec`, `examples`), how examples are padded into a batch (`collate`), what the data report adds
+  (`report_extras`);
 - the model: which class is built over the pretrained weights (`build_model`);
-- the loss: as data derived from the config (`loss_spec`) and as a function in the workers (`build_loss`);
+- the loss: as data derived from the config (`loss_spec`) and as a function in the workers (`build_loss`;
+  `token_count`: what a loss sum is divided by, counted over the whole optimizer step);
 - eval: what is accumulated over the eval split and summed across ranks (`evaluator`), the metrics
-  made of it, which of them is better higher, and how an epoch reads on the console;
+  made of it, samples generated after it (`sample_eval`), which metric is better higher, and how an
+  epoch reads on the console;
 - outputs: what `best/` holds (`export`) and which predictor serves it (`predictor_loader`).
 
 `config.task` names the task (`classification` by default); `get_task` is the only place that picks one.
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from domainft.config import Config
-from domainft.runspec import RunSpec
+
+if TYPE_CHECKING:  # light at import: `validate` asks a task for its config rules without torch
+    from domainft.runspec import RunSpec
 
 
 class Task(Protocol):
@@ -28,6 +34,23 @@ class Task(Protocol):
     architecture_suffix: str  # what its models' config.json `architectures` end with (...ForSequenceClassification)
     example_columns: tuple[str, ...]  # the prepared Parquet columns a training example is read from
     epoch_header: str  # the console's per-epoch table header (epoch_row fills it)
+    default_metric: str  # train.metric_for_best when unset
+    default_head_lr_mult: float  # optim.head_lr_mult when unset
+    min_labels: int  # distinct labels the prepared train split must have (0: the task has none)
+    causal_lm: bool  # its model is a causal LM, whose pretrained head stays frozen under PEFT (core.peft.PeftSpec)
+    labelled: bool  # its records carry class labels: `audit`, `terms`, `augment` and `distill` work on them
+    # batch -> the number of loss terms in it (tokens), or None: the loss is the model's mean per micro batch
+    token_count: Optional[Callable[[Mapping[str, Any]], Any]]
+
+    def config_problems(self, cfg: Config) -> list[str]:
+        """The config's keys that belong to another task, or that this one cannot honour (no model needed)."""
+
+    def parse_options(self, cfg: Config, labels: Optional[tuple[str, ...]], tokenizer: Any = None) -> Any:
+        """The data.readers.ParseOptions input records are read with (`labels`: data.labels, explicit;
+        `tokenizer`: the run's, loaded by prepare, for checks that need it; None in `validate`)."""
+
+    def encoder_spec(self, cfg: Config, tokenizer: Any, split: str) -> dict:
+        """What prepare's tokenizer actors rebuild their encoder from for a split (data.tokenize.build_encoder)."""
 
     def examples(self, encode: Callable, records: Any) -> Any:
         """A prepared record batch (pyarrow Table: text, label, provenance) -> training examples.
@@ -58,6 +81,13 @@ class Task(Protocol):
     def eval_metrics(self, evaluator: Any, spec: RunSpec) -> dict:
         """The epoch's eval record from the summed evaluator: eval_loss, eval_rows and the task's own."""
 
+    def sample_eval(self, model: Any, spec: RunSpec, device: Any, epoch: int, rank: int) -> dict:
+        """After the eval pass, on every rank: metrics of samples the model generates (written for people to
+        read), or {}."""
+
+    def report_extras(self, cfg: Config, report: Mapping, planned: Mapping[str, int]) -> dict:
+        """What the task adds to data_report.json once the splits are written (`planned`: rows per split)."""
+
     def epoch_row(self, record: Mapping) -> str: ...
 
     def warnings(self, best: Mapping, history: Sequence[Mapping], spec: RunSpec) -> list[str]:
@@ -79,8 +109,18 @@ class Task(Protocol):
 
 def _tasks() -> dict[str, Task]:
     from domainft.tasks.classification import Classification
+    from domainft.tasks.sft import SFT
 
-    return {t.name: t for t in (Classification(),)}
+    return {t.name: t for t in (Classification(), SFT())}
+
+
+def require_labelled(cfg: Config, command: str) -> None:
+    """A command that works on class labels refuses a config whose task has none (a UserError, before Ray)."""
+    from domainft.errors import UserError
+
+    if not get_task(cfg.task).labelled:
+        raise UserError(f"`domainft {command}` works on labelled classification data; this config's task is "
+                        f"{cfg.task}")
 
 
 def task_names() -> tuple[str, ...]:

@@ -7,15 +7,16 @@ which ones make up the task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-import torch
-
-from domainft.core.batching import pad_batch
-from domainft.data.tokenize import tokenize_table
 from domainft.config import Config
-from domainft.runspec import RunSpec
+from domainft.data.tokenize import tokenize_table
 from domainft.summary import ADVICE, EPOCH_HEADER, best_lines, epoch_row
+
+if TYPE_CHECKING:  # torch is imported where it runs: `validate` reads a task's config rules without it
+    import torch
+
+    from domainft.runspec import RunSpec
 
 # The columns of a prepared example; the others of the split (text, provenance) are for audits and people.
 EXAMPLE_COLUMNS = ("input_ids", "label")
@@ -25,11 +26,15 @@ class ClassificationEval:
     """A rank's eval sums: the confusion matrix [true, pred] and (loss x rows, rows)."""
 
     def __init__(self, num_classes: int, device: torch.device):
+        import torch
+
         self.num_classes = num_classes
         self.cm = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
         self.stats = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
 
     def update(self, output: Any, batch: Mapping[str, torch.Tensor]) -> int:
+        import torch
+
         k = self.num_classes
         preds, labels = output.logits.argmax(-1), batch["labels"]
         self.cm += torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
@@ -51,13 +56,53 @@ class Classification:
     architecture_suffix = "ForSequenceClassification"
     example_columns = EXAMPLE_COLUMNS
     epoch_header = EPOCH_HEADER
+    default_metric = "macro_f1"
+    default_head_lr_mult = 10.0  # the new head learns far faster than the pretrained layers (optim.head_lr_mult)
+    causal_lm = False
+    labelled = True
+    min_labels = 2
+    token_count = None  # the model's mean loss over equal micro batches (drop_last) is the step's mean
+
+    # -- config ----------------------------------------------------------------------------------------
+    def config_problems(self, cfg: Config) -> list[str]:
+        from domainft.tasks.keys import SAMPLE_METRICS, SFT_ONLY_DATA
+
+        p, d = [], cfg.data
+        if d.format != d.file_format:
+            p.append(f"data.format: {d.format} is a chat record format (task: sft); a classifier reads text and "
+                     f"label columns")
+        # Set to other than the default: a config written out in full (tune, k8s) names every key.
+        defaults = type(d).model_fields
+        p += [f"data.{key}: task sft only (this config's task is {cfg.task})"
+              for key in SFT_ONLY_DATA if getattr(d, key) != defaults[key].default]
+        if cfg.train.metric_for_best in SAMPLE_METRICS:
+            p.append(f"train.metric_for_best: {cfg.train.metric_for_best} scores generated answers (task sft); a "
+                     f"classifier uses macro_f1, accuracy or loss")
+        return p
 
     # -- data ------------------------------------------------------------------------------------------
+    def parse_options(self, cfg: Config, labels: Optional[tuple[str, ...]], tokenizer: Any = None) -> Any:
+        from domainft.data.readers import ParseOptions
+
+        d = cfg.data
+        return ParseOptions(d.text_column, d.label_column, d.encoding, labels, d.nfkc, d.unescape_html)
+
+    def encoder_spec(self, cfg: Config, tokenizer: Any, split: str) -> dict:
+        from domainft.data.tokenize import encoder_spec
+
+        m = cfg.model
+        return encoder_spec(tokenizer, m.name_or_path, m.revision, m.trust_remote_code)
+
+    def report_extras(self, cfg: Config, report: Mapping, planned: Mapping[str, int]) -> dict:
+        return {}
+
     # A plain function, not a method: prepare's tokenizer actors get it pickled by reference and import
     # domainft.data.tokenize only, not this module's torch and model code.
     examples = staticmethod(tokenize_table)
 
     def collate(self, batch: Mapping[str, Any], pad_id: int) -> dict:
+        from domainft.core.batching import pad_batch
+
         return pad_batch(batch, pad_id)
 
     # -- the model -------------------------------------------------------------------------------------
@@ -118,6 +163,9 @@ class Classification:
         return {"eval_loss": loss, "eval_rows": rows, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                 "per_class": m["per_class"], "confusion": cm.tolist()}
 
+    def sample_eval(self, model: Any, spec: RunSpec, device: Any, epoch: int, rank: int) -> dict:
+        return {}
+
     def epoch_row(self, record: Mapping) -> str:
         return epoch_row(record)
 
@@ -171,6 +219,8 @@ class Classification:
 def _distillation(loss: Mapping, label_names: Sequence[str], student_layers: int, device: torch.device):
     """(loss_fn, forward kwargs) of a distillation run: the teacher lives in every worker, outside
     DeepSpeed, without gradients (bf16 on a GPU)."""
+    import torch
+
     from domainft.core.distill import distill_loss_fn, layer_pairs
     from domainft.core.model import build_model
 

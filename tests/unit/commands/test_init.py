@@ -82,3 +82,24 @@ def test_an_existing_file_is_kept_and_nothing_to_read_is_a_user_error(tmp_path, 
     _jsonl(tmp_path / "nums.jsonl", [{"a": 1, "b": 2}] * 3)
     with pytest.raises(UserError, match=r"no column holds text \(columns: a, b\)"):
         detect_layout(str(tmp_path / "nums.jsonl"))
+
+
+def test_chat_records_get_an_sft_starter_config_that_loads_with_every_setting_on(tmp_path, repo_root, monkeypatch):
+    from domainft.tasks import get_task
+
+    monkeypatch.chdir(tmp_path)
+    _jsonl(tmp_path / "chats.jsonl", [{"messages": [{"role": "user", "content": f"q{i}"},
+                                                    {"role": "assistant", "content": f"a{i}"}]} for i in range(20)])
+    model = repo_root / "models" / "tiny-deepseek-v3"
+    assert main(["init", "--data", "chats.jsonl", "--model", str(model), "--out", "run.yaml"]) == 0
+    text = (tmp_path / "run.yaml").read_text()
+    cfg = load_config(tmp_path / "run.yaml")
+    assert (cfg.task, cfg.data.format, cfg.peft.method) == ("sft", "messages", "lora")
+    on = tmp_path / "on.yaml"
+    on.write_text(_uncommented(text))
+    cfg = load_config(on)
+    assert get_task("sft").config_problems(cfg) == [] and cfg.data.packing is False
+    from domainft.commands.init import run_init
+
+    with pytest.raises(UserError, match="chat conversations"):
+        run_init("chats.jsonl", "other.yaml", task="classification")

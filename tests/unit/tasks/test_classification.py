@@ -12,7 +12,7 @@ from domainft.tasks.classification import ClassificationEval
 
 
 def test_the_config_offers_exactly_the_tasks_there_are():
-    assert typing.get_args(Config.model_fields["task"].annotation) == task_names() == ("classification",)
+    assert typing.get_args(Config.model_fields["task"].annotation) == task_names() == ("classification", "sft")
     assert Config.model_fields["task"].default == "classification"
 
 
