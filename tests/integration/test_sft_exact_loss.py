@@ -36,12 +36,14 @@ def _reference_grad(model_dir: str, vocab: int) -> dict:
 
 
 def _step_delta(model_dir: str, rank: int, vocab: int, exact: bool) -> dict:
-    import deepspeed
-
     from domainft.core.causal_lm import build_causal_lm
     from domainft.core.loop import train_epoch
     from domainft.core.sft_batching import count_label_tokens
+    from domainft.engine.build import avoid_hidden_compiles
     from domainft.engine.ds_config import build_ds_config
+
+    avoid_hidden_compiles()  # before DeepSpeed's init: else its CPU accelerator JIT-builds an op (~60 s a process)
+    import deepspeed
 
     torch.manual_seed(0)
     model = build_causal_lm(model_dir)

@@ -14,7 +14,7 @@ def ensure_accelerator_env() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _avoid_hidden_compiles() -> None:
+def avoid_hidden_compiles() -> None:
     # DeepSpeed's CPU accelerator JIT-builds an inference-only shm all-reduce op in init_distributed
     # (~60 s on 2 cores). Declaring no compatible ops skips it. A private extensions dir avoids a
     # stale lock in a shared cache blocking any build that still happens.
@@ -51,7 +51,7 @@ def build_engine(
         raise ValueError(f"{len(param_groups)} param groups but {len(lr_lambdas)} LR lambdas")
     if any(len(g["params"]) == 0 for g in param_groups):
         raise ValueError("empty parameter group: DeepSpeed would drop it and shift the per-group schedule")
-    _avoid_hidden_compiles()
+    avoid_hidden_compiles()
     import deepspeed
 
     if eight_bit:
