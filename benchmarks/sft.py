@@ -28,7 +28,8 @@ plus end-to-end seconds (domainft: the whole `domainft train`, Ray start, prepar
 Goals (the SFT issue): domainft eval loss within 2% of plain, tokens/s >= 0.9x plain and >= TRL.
 Needs TRL (`make bench-sft` installs it pinned).
 
-  python benchmarks/sft.py --json benchmarks/results/sft.json     # make bench-sft (about 10 min on 2 cores)
+  python benchmarks/sft.py --json benchmarks/results/sft.json     # make bench-sft (about 11 min on 2 quiet cores)
+  python benchmarks/sft.py --repeats 2                              # each method twice, alternating order (22 min)
   python benchmarks/sft.py --quick                                  # a smoke run (24 train rows, 3 steps)
 """
 from __future__ import annotations
@@ -182,7 +183,6 @@ def run_plain(s: dict, out: Path) -> dict:
 
 def run_trl(s: dict, out: Path) -> dict:
     import datasets
-    import torch
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -451,9 +451,9 @@ def main() -> int:
     if not (ROOT / a.model / "config.json").is_file():
         sys.exit(f"{a.model}: no model folder" + (" (run `make smollm2`)" if a.model == MODEL else ""))
     if "trl" in a.methods:
-        try:
-            import trl  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("trl") is None:
             sys.exit("TRL is not installed: run `make bench-sft` (it installs the pinned version)")
 
     work = Path(a.out or tempfile.mkdtemp(prefix="domainft_sft_bench_"))
@@ -476,7 +476,6 @@ def main() -> int:
     runs: dict[str, list[dict]] = {}
     load = {"before": [round(x, 2) for x in os.getloadavg()], "after_each": []}
     for k, method in enumerate(order):
-        t0 = time.time()
         s_run = {**s, "work": str(work / f"repeat{k // len(a.methods) + 1}")}
         Path(s_run["work"]).mkdir(exist_ok=True)
         run_settings = Path(s_run["work"]) / "settings.json"
