@@ -160,13 +160,7 @@ def run_plain(s: dict, out: Path) -> dict:
     clock, step_tokens = StepClock(), []
     for step in range(steps):
         batch = [rows[i] for i in order[step * s["batch"]:(step + 1) * s["batch"]]]
-        width = max(len(e.input_ids) for e in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, e in enumerate(batch):
-            n = len(e.input_ids)
-            ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
+        ids, labels, mask = _padded(batch, pad)
         step_tokens.append(int(mask.sum()))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # mean over the answer tokens
         loss.backward()
@@ -179,6 +173,18 @@ def run_plain(s: dict, out: Path) -> dict:
     model.save_pretrained(out / "adapter")
     return {"steps": steps, "rows": steps * s["batch"], "step_tokens": step_tokens, "clock": clock.ends, "t0": clock.t0,
             "steady_seconds": clock.steady_seconds(), "peak_rss_bytes": peak}
+
+
+def _padded(batch: list, pad: int) -> tuple:
+    """ChatEncoder rows right-padded to the batch's longest (no rounding up): domainft's own SFT collate."""
+    import numpy as np
+
+    from domainft.core.sft_batching import pad_sft_batch
+
+    out = pad_sft_batch({"input_ids": [np.asarray(e.input_ids) for e in batch],
+                         "labels": [np.asarray(e.labels) for e in batch],
+                         "position_ids": [np.arange(len(e.input_ids)) for e in batch]}, pad, pad_to_multiple_of=1)
+    return out["input_ids"], out["labels"], out["attention_mask"]
 
 
 def run_trl(s: dict, out: Path) -> dict:
@@ -346,14 +352,7 @@ def evaluate(s: dict, adapter: str | None) -> dict:
     loss_sum, n_tokens = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rows), 8):
-            batch = rows[i:i + 8]
-            width = max(len(e.input_ids) for e in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for j, e in enumerate(batch):
-                n = len(e.input_ids)
-                ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
+            ids, labels, mask = _padded(rows[i:i + 8], pad)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             target = labels[:, 1:]
             loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
