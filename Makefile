@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup system venv resources smollm2 demo demo-sft prepare-demo test test-unit test-integration bench bench-decoder bench-sft gpu-wheels gpu-dry-run clean
+.PHONY: setup system venv resources smollm2 demo demo-sft prepare-demo test test-unit test-integration bench bench-decoder bench-sft bench-serve-llm gpu-wheels gpu-dry-run clean
 
 setup: system venv resources
 
@@ -108,6 +108,11 @@ $(STAMPS)/trl: $(STAMPS)/venv
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt trl==1.16.0 datasets==5.2.0 dill==0.4.1 \
 	  multiprocess==0.70.19 xxhash==4.1.0
 	@touch $@
+
+# The OpenAI-compatible LLM server under load (benchmarks/README.md): Ray Serve batched vs unbatched decoding,
+# concurrency 1 / 8 / 32, the tiny test chat LM and SmolLM2-135M-Instruct.
+bench-serve-llm: setup smollm2
+	$(BIN)/python benchmarks/serve_llm.py --json benchmarks/results/serve_llm.json
 
 # GPU checks (benchmarks/README.md): the wheels a GPU machine without network installs, and the
 # suite's dry run here on CPU (tiny model; needs neither the offline data nor the models).

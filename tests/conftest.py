@@ -81,3 +81,15 @@ def tiny_classifier_dir(tmp_path_factory, minilm_path) -> Path:
               max_position_embeddings=128, id2label=dict(enumerate(SERVE_LABELS)),
               label2id={n: i for i, n in enumerate(SERVE_LABELS)})
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm(tmp_path_factory) -> dict:
+    """A served causal LM: {"base": a 2-layer Qwen2 chat LM folder (random weights, a Qwen-style ChatML template,
+    stop token <|im_end|>), "legal", "med": two LoRA adapters on it (random, so each answers differently)}."""
+    from tiny_models import save_tiny_chat_lm, save_tiny_lora_adapter
+
+    root = tmp_path_factory.mktemp("tiny_chat_lm")
+    base = save_tiny_chat_lm(root / "base", family="qwen2", style="qwen")
+    return {"base": base, "legal": save_tiny_lora_adapter(base, root / "legal", seed=1),
+            "med": save_tiny_lora_adapter(base, root / "med", seed=2)}

@@ -145,3 +145,23 @@ def save_tiny_chat_lm(dest, family: str = "llama", style: str = "qwen", num_laye
     T.AutoModelForCausalLM.from_config(config).save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
     return dest
+
+
+def save_tiny_lora_adapter(base_dir, dest, seed: int = 1, r: int = 4) -> Path:
+    """A CAUSAL_LM LoRA adapter for the causal LM in `base_dir` with random (not zero) weights, so that it
+    changes the model's answers (PEFT's default init leaves B at zero: an adapter that does nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=r, lora_alpha=4 * r, target_modules=["q_proj", "v_proj", "down_proj"],
+                        init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(dest)
+    return Path(dest)

@@ -134,15 +134,35 @@ def cmd_export(a) -> int:
                trust_remote_code=a.trust_remote_code, exporter=a.exporter, threads=a.threads)
 
 
+def _adapters(pairs) -> "typing.Optional[dict]":
+    """--adapter NAME=DIR (repeated) -> {NAME: DIR}; a repeated name or a pair without = is a UserError."""
+    from domainft.errors import UserError
+
+    if not pairs:
+        return None
+    out: dict = {}
+    for pair in pairs:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise UserError(f"--adapter {pair!r}: write NAME=DIR (e.g. --adapter legal=runs/legal_sft/best_adapter)")
+        if name in out:
+            raise UserError(f"--adapter {name} is given twice")
+        out[name] = folder
+    return out
+
+
 def cmd_serve(a) -> int:
     from domainft.config.serve import validate_serve
 
     cfg = validate_serve({k: v for k, v in (
         ("model_dir", a.model_dir), ("backend", a.backend), ("variant", a.variant), ("max_length", a.max_length),
         ("replicas", a.replicas),
-        ("replica_cpus", a.replica_cpus), ("max_batch_size", a.max_batch_size), ("batch_wait_ms", a.batch_wait_ms),
+        ("replica_cpus", a.replica_cpus), ("replica_gpus", a.replica_gpus), ("max_batch_size", a.max_batch_size),
+        ("batch_wait_ms", a.batch_wait_ms),
         ("max_queued", a.max_queued), ("max_texts", a.max_texts), ("max_body_bytes", a.max_body_bytes),
-        ("trust_remote_code", a.trust_remote_code)) if v is not None}, "domainft serve")
+        ("trust_remote_code", a.trust_remote_code), ("adapters", _adapters(a.adapter)),
+        ("served_model_name", a.served_model_name), ("chat_template", a.chat_template), ("max_tokens", a.max_tokens),
+        ("max_model_len", a.max_model_len)) if v is not None}, "domainft serve")
     from domainft.commands.serve import run_serve
 
     run_serve(cfg, a.host, a.port, a.address)
@@ -198,7 +218,7 @@ the path (each step reads the previous one's output):
   domainft train run.yaml      prepare the corpus (Ray Data), then fine-tune (Ray Train + DeepSpeed);
                                the best model goes to <output_dir>/best
   domainft export <output_dir>/best out/   ONNX Runtime model with parity checks
-  domainft serve <output_dir>/best         HTTP API on Ray Serve (classifiers)
+  domainft serve <output_dir>/best         HTTP API on Ray Serve (classifiers; LLMs: OpenAI-compatible)
   domainft generate <output_dir>/best --prompts chats.jsonl   answers of an SFT model (Ray Data)
 Any config key can be changed on the command line: domainft train run.yaml optim.lr=3e-5 train.epochs=2.
 Ray starts locally unless RAY_ADDRESS names a cluster (`ray job submit` sets it).
@@ -300,7 +320,9 @@ def _add_export(sub) -> None:
     p.add_argument("--check", default=None, metavar="DATA",
                    help="labelled texts for agreement/accuracy: a corpus file (text/label) or a prepared split "
                         "folder such as <output_dir>/data/eval")
-    p.add_argument("--max-length", type=int, default=None, help="longest input in tokens (default: the model's)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="longest input in tokens (default: the length the model was trained at, as best/ records it; "
+                        "else the model's)")
     p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
                    help="torch.onnx exporter (torchscript: the graph ONNX Runtime's fusions match)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for the checks (torch and ORT)")
@@ -310,17 +332,23 @@ def _add_export(sub) -> None:
 
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP on Ray Serve (batched; blocks until Ctrl-C)",
-                       description="Serve a fine-tuned classifier (a best/ folder or an export) over HTTP on Ray "
-                                   "Serve: POST /v1/classify, GET /v1/models, /healthz, /readyz (OpenAPI at /docs). Starts Ray (or joins "
-                                   "--address), batches requests across clients, sheds load with 503 + "
-                                   "Retry-After; blocks until Ctrl-C.")
-    p.add_argument("model_dir", help="a `best/` folder (--backend torch) or a `domainft export` folder (--backend onnx)")
+                       description="Serve a fine-tuned model over HTTP on Ray Serve. A classifier (a best/ folder "
+                                   "or an export): POST /v1/classify and Hugging Face's text-classification route. "
+                                   "A causal LM (a task: sft best/, or a base model with --adapter NAME=DIR "
+                                   "repeated): OpenAI's POST /v1/chat/completions and /v1/completions (streaming "
+                                   "too), one `model` per adapter. Both: GET /v1/models, /healthz, /readyz, "
+                                   "OpenAPI at /docs. Starts Ray (or joins --address), batches requests across "
+                                   "clients, sheds load with 503 + Retry-After; blocks until Ctrl-C.")
+    p.add_argument("model_dir", help="a classifier's `best/` folder (--backend torch) or `domainft export` folder "
+                                     "(--backend onnx); or a causal LM's folder (--backend transformers or vllm)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=_positive, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="torch (default) or onnx")
+    p.add_argument("--backend", choices=["torch", "onnx", "transformers", "vllm"], default=None,
+                   help="classifiers: torch (default) or onnx; causal LMs: transformers (default) or vllm (a GPU)")
     p.add_argument("--variant", choices=["fp32", "int8"], default="fp32", help="ONNX model: fp32 (default) or int8")
     p.add_argument("--max-length", type=_positive, default=None,
-                   help="truncate texts to this many tokens (default: the model's; use the training max_length)")
+                   help="classifiers: truncate texts to this many tokens (default: the length the model was trained "
+                        "at, as best/ records it; else the model's)")
     p.add_argument("--replicas", type=_positive, default=None, help="model replicas (default 1)")
     p.add_argument("--replica-cpus", type=float, default=None, help="CPUs reserved per replica (default 1)")
     p.add_argument("--max-batch-size", type=_positive, default=None,
@@ -331,6 +359,18 @@ def _add_serve(sub) -> None:
                    help="requests queued beyond what the replicas hold; more get 503 + Retry-After (default 256)")
     p.add_argument("--max-texts", type=_positive, default=None, help="most texts in one request (default 64)")
     p.add_argument("--max-body-bytes", type=_positive, default=None, help="largest request body (default 1 MiB)")
+    p.add_argument("--replica-gpus", type=float, default=None, help="GPUs reserved per replica (default 0)")
+    p.add_argument("--adapter", action="append", default=None, metavar="NAME=DIR",
+                   help="causal LMs: serve a LoRA adapter on the base MODEL_DIR as model NAME (repeat for more)")
+    p.add_argument("--served-model-name", default=None,
+                   help="causal LMs: the model id of MODEL_DIR (default: its last two path parts)")
+    p.add_argument("--chat-template", default=None,
+                   help="causal LMs: auto (the tokenizer's own, the default) or chatml, llama3, deepseek, mistral, "
+                        "alpaca")
+    p.add_argument("--max-tokens", type=_positive, default=None,
+                   help="causal LMs: most tokens one request may generate, and the default (512)")
+    p.add_argument("--max-model-len", type=_positive, default=None,
+                   help="causal LMs: longest prompt plus answer in tokens (default: the model's positions)")
     p.add_argument("--address", default=None,
                    help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local one")
     p.add_argument("--trust-remote-code", action="store_true", default=None,

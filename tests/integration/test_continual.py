@@ -26,7 +26,8 @@ def test_continue_from_best_with_a_new_label_and_replay(ray_cluster, tmp_path, t
     previous = trained_run.out
     best1 = str(previous / "best")
     old = ["money", "sport", "tech"]
-    assert json.loads(open(os.path.join(best1, "config.json")).read())["domainft"] == {"label_names": old}
+    recorded = json.loads(open(os.path.join(best1, "config.json")).read())["domainft"]
+    assert recorded == {"label_names": old, "max_length": 128, "truncation_side": "right"}
     # a new class; "music" sorts between the old ones, but the old labels keep their ids
     words = {**WORDS, "music": "guitar piano violin drum flute"}
     corpus2 = word_corpus(tmp_path / "v2.jsonl", 200, labels=("music", "music", "sport", "tech", "money"), seed=2,

@@ -73,7 +73,7 @@ def while_loading(server):
                 break
             time.sleep(0.5)
         return {"healthz": health, "readyz": c.get("/readyz"), "classify": c.post("/v1/classify", json={"texts": ["a"]}),
-                "models": c.get("/v1/models")}
+                "models": c.get("/v1/models"), "hf": c.post("/", json={"inputs": "a"})}
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,8 @@ def test_not_ready_before_the_model_loads(while_loading):
     assert ready.headers["retry-after"] == "1"
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and "loading" in r.json()["detail"]
     assert while_loading["models"].status_code == 503
+    hf = while_loading["hf"]  # the Hugging Face route: the same 503, its detail also as `error`
+    assert hf.status_code == 503 and hf.headers["retry-after"] == "1" and "loading" in hf.json()["error"]
 
 
 def test_predictions_match_the_model_loaded_directly(ready, tiny_classifier_dir):
@@ -141,6 +143,48 @@ def test_predictions_match_the_model_loaded_directly(ready, tiny_classifier_dir)
                                              for i in range(0, len(alone), len(TEXTS)))]:
         assert [p["label"] for p in got] == [direct.labels[i] for i in expected.argmax(-1)]
         np.testing.assert_allclose([[p["scores"][k] for k in direct.labels] for p in got], expected, atol=1e-5)
+
+
+@pytest.fixture
+def hub_client_on_loopback():
+    """huggingface_hub's HTTP session as a plain client that refuses every host but this machine: a request for
+    the Hub fails the test. (Its default session refuses every request, this server's too, under the suite's
+    HF_HUB_OFFLINE=1.)"""
+    from huggingface_hub.utils import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def loopback_only(request):
+        assert request.url.host == "127.0.0.1", f"the client reached for {request.url}"
+
+    set_client_factory(lambda: httpx2.Client(event_hooks={"request": [loopback_only]}, timeout=60))
+    yield
+    set_client_factory(default_client_factory)
+
+
+def test_hugging_face_inference_client_gets_the_models_answers(ready, tiny_classifier_dir, hub_client_on_loopback):
+    """`InferenceClient(base_url=URL).text_classification` through Ray Serve: POST / on the same batch queue."""
+    from huggingface_hub import InferenceClient
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from domainft.serving.predictors import load_predictor
+
+    direct = load_predictor(tiny_classifier_dir, "torch", threads=1)
+    expected = direct.predict_proba(TEXTS)
+    client = InferenceClient(base_url=ready)
+    for text, row in zip(TEXTS, expected):
+        ranked = sorted(zip(direct.labels, row.tolist()), key=lambda x: -x[1])
+        got = client.text_classification(text)
+        assert [e.label for e in got] == [k for k, _ in ranked]
+        np.testing.assert_allclose([e.score for e in got], [v for _, v in ranked], atol=1e-5)
+        top = client.text_classification(text, top_k=1)
+        assert [e.label for e in top] == [ranked[0][0]]
+    with pytest.raises(HfHubHTTPError, match="whitespace-only text at index 0"):
+        client.text_classification("   ")
+    with httpx2.Client(base_url=ready, timeout=60) as c:  # a list of texts: a ranked list for each
+        many = c.post("/", json={"inputs": TEXTS, "parameters": {"top_k": 2}})
+    assert many.status_code == 200, many.text
+    assert [[p["label"] for p in row] for row in many.json()] == [
+        [direct.labels[k] for k in np.argsort(-row, kind="stable")[:2]] for row in expected]
 
 
 @pytest.mark.parametrize("what,kwargs,status,words", bad_requests(MAX_TEXTS, MAX_BODY),

@@ -111,24 +111,9 @@ def format_scores(scores: dict, n: int) -> str:
 
 def check_model_dir(model_dir: str) -> dict:
     """MODEL_DIR's config.json, when it is a causal LM; else a UserError saying what it is."""
-    if not os.path.isdir(model_dir):
-        raise UserError(f"MODEL_DIR {model_dir!r} is not a folder (give a fine-tuned causal LM's folder, "
-                        f"e.g. <output_dir>/best of a task: sft run)")
-    path = os.path.join(model_dir, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"MODEL_DIR {model_dir!r} has no config.json: not a Hugging Face model folder") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read it: {e}") from None
-    archs = config.get("architectures") or []
-    if not any(str(a).endswith("ForCausalLM") for a in archs):
-        what = ", ".join(map(str, archs)) or "no architectures"
-        raise UserError(f"{model_dir} is not a causal language model (config.json: {what}); `generate` needs a "
-                        f"*ForCausalLM model such as task: sft's best/ (a classifier answers through `domainft "
-                        f"serve`)")
-    return config
+    from domainft.serving.llm.model import read_causal_lm_config
+
+    return read_causal_lm_config(model_dir, "MODEL_DIR")
 
 
 def model_settings(model_dir: str, config: dict, chat_template: str, max_new_tokens: int, batch_size: int,
@@ -136,69 +121,20 @@ def model_settings(model_dir: str, config: dict, chat_template: str, max_new_tok
     """The actors' settings from MODEL_DIR (a plain dict: it crosses the Ray boundary; the fields of
     distributed.generate.Settings): the template text, stop ids, pad id, the longest prompt.
     Returns (settings, lines to print)."""
-    from domainft.data.chat import ChatEncoder, resolve_template
+    from domainft.serving.llm.model import lm_settings, load_lm_tokenizer
 
     if temperature < 0:
         raise UserError(f"--temperature must be 0 (greedy) or more, got {temperature}")
     if not 0 < top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-    tokenizer = _tokenizer(model_dir)
-    notes = []
-    try:
-        template = resolve_template(tokenizer, chat_template)
-        eos_ids = _generation_eos(model_dir)
-        if eos_ids is None:
-            end, _ = ChatEncoder(tokenizer, template).end_of_turn()
-            eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-            if end is not None:
-                eos_ids.append(tokenizer.convert_tokens_to_ids(end))
-            notes.append(f"stopping at {_names(tokenizer, eos_ids)} (the tokenizer's EOS and the template's end of "
-                         f"turn: {model_dir} has no generation_config.json eos_token_id)")
-    except UserError as e:  # chat.py names the config key; here it is the option
-        raise UserError(str(e).replace("data.chat_template", "--chat-template")) from None
-    eos_ids = list(dict.fromkeys(int(i) for i in eos_ids if i is not None))
-    if not eos_ids:
-        raise UserError(f"{model_dir}: no stop token (no generation_config.json eos_token_id, no EOS token in the "
-                        f"tokenizer, no end-of-turn token in the chat template): answers would never end")
-    positions = next((config[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
-                      if isinstance(config.get(k), int)), None)
-    room = positions - max_new_tokens if positions else 1 << 30
+    lm = lm_settings(model_dir, config, load_lm_tokenizer(model_dir), chat_template)
+    room = lm.positions - max_new_tokens if lm.positions else 1 << 30
     if room < 1:
-        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's {positions} "
-                        f"positions")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    return dict(model_dir=model_dir, template=template, eos_ids=eos_ids, pad_id=int(pad), max_prompt_tokens=room,
-                max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, top_p=top_p,
-                seed=seed), notes
-
-
-def _tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_dir, use_fast=True)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{model_dir}: cannot load its tokenizer: {first}") from None
-
-
-def _generation_eos(model_dir: str) -> Optional[list[int]]:
-    """generation_config.json's eos_token_id (an int or a list), if it has one."""
-    path = os.path.join(model_dir, "generation_config.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            eos = json.load(f).get("eos_token_id")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read it: {e}") from None
-    if eos is None:
-        return None
-    return [eos] if isinstance(eos, int) else list(eos)
-
-
-def _names(tokenizer: Any, ids: list) -> str:
-    return ", ".join(f"{tokenizer.convert_ids_to_tokens(i)!r} ({i})" for i in ids if i is not None)
+        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's "
+                        f"{lm.positions} positions")
+    return dict(model_dir=model_dir, template=lm.template, eos_ids=lm.eos_ids, pad_id=lm.pad_id,
+                max_prompt_tokens=room, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                temperature=temperature, top_p=top_p, seed=seed), lm.notes
 
 
 def read_records(path: str, on_bad_record: str = "error", rejects_path: Optional[str] = None) -> Records:

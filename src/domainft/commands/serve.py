@@ -3,6 +3,7 @@ holds, before Ray starts) -> run (the app on Ray Serve: distributed/serve.py; wa
 -> serve until Ctrl-C, then stop what was started."""
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -15,21 +16,25 @@ def run_serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, addre
     from domainft.distributed.serve import application_on_ray, wait_ready
     from domainft.tasks import task_of_model_dir
 
-    labels = task_of_model_dir(cfg.model_dir).check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)
+    task = task_of_model_dir(cfg.model_dir)
+    served = task.check_model_dir(cfg)
     console.setup_logging(str(Path.home() / ".cache" / "domainft" / "serve"))  # logs/domainft.log there
+    signal.signal(signal.SIGTERM, _stop)  # `kill`, a container stop: shut down what was started, as for Ctrl-C
     try:
         with application_on_ray(cfg, host, port, address) as url:
-            print(f"loading {cfg.model_dir} ({cfg.backend} {cfg.variant}, {len(labels)} labels) on "
-                  f"{cfg.replicas} replica(s) ...", flush=True)
+            shown = ", ".join(served[:12]) + (f" and {len(served) - 12} more" if len(served) > 12 else "")
+            print(f"loading {cfg.model_dir} (task {task.name}: {shown}) on {cfg.replicas} replica(s) ...", flush=True)
             wait_ready(url)
             batching = f"batches of up to {cfg.max_batch_size}" if cfg.max_batch_size > 1 else "no batching"
-            print(f"serving at {url}  ({batching}, {cfg.batch_wait_ms:g} ms wait, {cfg.max_queued} queued max)\n"
-                  f"  API docs:  {url}/docs\n"
-                  f"  models:    curl -s {url}/v1/models\n"
-                  f"  classify:  curl -s -X POST {url}/v1/classify -H 'Content-Type: application/json' "
-                  f"-d '{{\"texts\": [\"Shares rose after the results.\"]}}'\n"
-                  f"Ctrl-C to stop", flush=True)
+            lines = [f"serving at {url}  ({batching}, {cfg.batch_wait_ms:g} ms wait, {cfg.max_queued} queued max)",
+                     f"  API docs:  {url}/docs", f"  models:    curl -s {url}/v1/models",
+                     *task.serve_examples(url, served), "Ctrl-C to stop"]
+            print("\n".join(lines), flush=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         print("stopping", flush=True)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt

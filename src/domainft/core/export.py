@@ -22,9 +22,19 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return dict(state_dict)
 
 
+def truncation_side(tokenizer) -> str:
+    """The side prepare's encoder (data.tokenize.build_encoder) cuts a long text on with this tokenizer: a fast
+    tokenizer is rebuilt with `tokenizers` and truncated with its default direction, right, whatever the
+    tokenizer's `truncation_side` says; a slow one is called with its own `truncation_side`."""
+    if getattr(tokenizer, "is_fast", False):
+        return "right"
+    return str(getattr(tokenizer, "truncation_side", "right"))
+
+
 def export_hf(trained: Mapping[str, torch.Tensor], name_or_path: str, label_names: Sequence[str],
               tokenizer_source: str, out_dir: Union[str, Path], trust_remote_code: bool = False,
-              revision: Optional[str] = None, required: Optional[Iterable[str]] = None) -> Path:
+              revision: Optional[str] = None, required: Optional[Iterable[str]] = None,
+              max_length: Optional[int] = None) -> Path:
     """Write a loadable Hugging Face model directory: config.json, model.safetensors, tokenizer.
 
     The model is the pretrained one the run started from, with the trained parameters replaced by
@@ -42,6 +52,8 @@ def export_hf(trained: Mapping[str, torch.Tensor], name_or_path: str, label_name
         revision: Hub revision the run used.
         required: Names that must be in `trained` (the parameters the run trained): a missing one
             is an error rather than a silently pretrained value.
+        max_length: The run's data.max_length: recorded in config.json with the side prepare truncated
+            on, so that serving and `domainft export` cut texts as training did (None: not recorded).
 
     Returns:
         out_dir as a Path.
@@ -54,7 +66,7 @@ def export_hf(trained: Mapping[str, torch.Tensor], name_or_path: str, label_name
     model = build_model(name_or_path, label_names, trust_remote_code=trust_remote_code, revision=revision,
                         torch_dtype=torch.float32)
     _overlay(model, _strip_prefix(trained), required, name_or_path)
-    return _save_hf(model, out_dir, label_names, tokenizer_source, trust_remote_code, revision)
+    return _save_hf(model, out_dir, label_names, tokenizer_source, trust_remote_code, revision, max_length)
 
 
 def _overlay(model: torch.nn.Module, trained: Mapping[str, torch.Tensor], required: Optional[Iterable[str]],
@@ -75,12 +87,13 @@ def _overlay(model: torch.nn.Module, trained: Mapping[str, torch.Tensor], requir
 
 
 def _save_hf(model: torch.nn.Module, out_dir: Union[str, Path], label_names: Sequence[str], tokenizer_source: str,
-             trust_remote_code: bool, revision: Optional[str]) -> Path:
+             trust_remote_code: bool, revision: Optional[str], max_length: Optional[int]) -> Path:
     out_dir = Path(out_dir)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)  # transformers 5 always writes safetensors (no pickle)
-    build_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code, revision=revision).save_pretrained(out_dir)
+    tokenizer = build_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code, revision=revision)
+    tokenizer.save_pretrained(out_dir)
 
     # save_pretrained writes the labels from the config already; write them again explicitly so the
     # file is right even if a config class serialises them differently (e.g. drops default labels).
@@ -89,8 +102,12 @@ def _save_hf(model: torch.nn.Module, out_dir: Union[str, Path], label_names: Seq
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["id2label"] = {str(i): name for i, name in id2label.items()}
     config["label2id"] = label2id
-    # Marks a domainft classifier: training that starts from this folder keeps these labels' ids.
+    # Marks a domainft classifier: training that starts from this folder keeps these labels' ids. The inputs it
+    # was trained on go with it: the saved tokenizer keeps the pretrained limit (512 for MiniLM), and a server
+    # that truncated there would classify long texts from tokens the model never saw in training.
     config[MODEL_MARKER] = {"label_names": list(label_names)}
+    if max_length is not None:
+        config[MODEL_MARKER].update(max_length=int(max_length), truncation_side=truncation_side(tokenizer))
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out_dir
 
@@ -127,7 +144,8 @@ merged into a plain Hugging Face model: this folder (the adapter) is the trained
 def export_peft(trained: Mapping[str, torch.Tensor], name_or_path: str, label_names: Sequence[str], spec,
                 tokenizer_source: str, out_dir: Union[str, Path], adapter_dir: Union[str, Path],
                 trust_remote_code: bool = False, revision: Optional[str] = None,
-                required: Optional[Iterable[str]] = None, merge: Optional[bool] = None) -> dict:
+                required: Optional[Iterable[str]] = None, merge: Optional[bool] = None,
+                max_length: Optional[int] = None) -> dict:
     """Write a PEFT run's result from its trained fp32 weights, on CPU (no ZeRO gather at all).
 
     The pretrained model is wrapped with the same adapter (core.peft.apply_peft, built for export:
@@ -142,6 +160,7 @@ def export_peft(trained: Mapping[str, torch.Tensor], name_or_path: str, label_na
         trained: Trained parameters by their names in the training model (core.peft.apply_peft).
         spec: The core.peft.PeftSpec the run trained with.
         merge: Whether out_dir is the merged model; default: when the regime can be merged.
+        max_length: The run's data.max_length, recorded in the merged model's config.json (`export_hf`).
         Others: as in `export_hf`.
 
     Returns:
@@ -171,7 +190,8 @@ def export_peft(trained: Mapping[str, torch.Tensor], name_or_path: str, label_na
     (adapter_dir / "README.md").write_text(_ADAPTER_README.format(
         method=method.capitalize(), base=name_or_path, labels=list(label_names), extra=extra), encoding="utf-8")
     if merge:
-        _save_hf(model.merge_and_unload(), out_dir, label_names, tokenizer_source, trust_remote_code, revision)
+        _save_hf(model.merge_and_unload(), out_dir, label_names, tokenizer_source, trust_remote_code, revision,
+                 max_length)
     else:
         if out_dir.exists():
             shutil.rmtree(out_dir)

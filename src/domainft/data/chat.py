@@ -205,6 +205,20 @@ def to_messages(obj: Mapping, fmt: str = "auto") -> list[dict[str, str]]:
     return [{"role": t.role, "content": t.content} for t in turns]
 
 
+def prompt_messages(messages: Any) -> list[dict[str, str]]:
+    """An OpenAI `messages` list to prompt with (serving): the checks of `to_messages` on roles, types and empty
+    messages, without needing an answer. Raises RecordError naming `messages[i]...`."""
+    turns, _ = _from_messages({"messages": messages})
+    if not turns:
+        raise RecordError("empty_message", "messages is empty; send at least one message")
+    for k, t in enumerate(turns):
+        if t.role == "system" and k > 0:
+            raise RecordError("unknown_role", f"{t.role_at}: a system message is only allowed first")
+        if not t.content.strip() and t.role != "assistant":
+            raise RecordError("empty_message", f"{t.content_at} ({t.role}) is empty")
+    return [{"role": t.role, "content": t.content} for t in turns]
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]

@@ -43,7 +43,9 @@ def read_label_map(path: str) -> list[str]:
         return list(json.load(f)["label_names"])
 
 
-MODEL_MARKER = "domainft"  # key of a domainft classifier's config.json: {"label_names": [...]} (core/export.py)
+# Key of a domainft classifier's config.json (core/export.py): {"label_names": [...]}, and since the training
+# length is recorded also "max_length" (the run's data.max_length) and "truncation_side" (export/runtime.py reads them).
+MODEL_MARKER = "domainft"
 
 
 def model_label_names(name_or_path: str) -> Optional[list[str]]:

@@ -1,4 +1,7 @@
-"""Ray Serve: the classifier API (serving/app.py) as a deployment whose replicas batch requests (`@serve.batch`).
+"""Ray Serve: the classifier API (serving/app.py) and the OpenAI-compatible LLM API (serving/llm/app.py) as
+deployments whose replicas batch requests; the task of the model folder picks one (APPS). The classifier's
+replicas batch with `@serve.batch`; an LLM replica's scheduler (serving/llm/state.py) keeps one continuous batch
+that requests join and leave between decoding steps.
 
 Each replica loads its predictor in the background and answers /healthz at once; /readyz and /v1/classify
 say 503 until the model answered a warm-up. Every text of every request is one item of the replica's batch
@@ -19,7 +22,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from ray import serve
@@ -28,12 +31,15 @@ from ray.serve.config import BackpressureConfig
 from domainft.config.serve import ServeConfig, validate_serve
 from domainft.errors import UserError
 from domainft.serving.app import build_app
+from domainft.serving.llm.app import build_llm_app
+from domainft.serving.llm.state import LLMHolder
 from domainft.serving.predictors import Predictor
 from domainft.serving.state import ModelHolder
 from domainft.tasks import task_of_model_dir
 
 APP_NAME = "domainft"
 DEPLOYMENT = "Classifier"
+LLM_DEPLOYMENT = "ChatLM"
 HEALTH_MARGIN_S = 5.0  # Serve's own timeout on check_health: after ours, so ours reports why
 
 
@@ -65,27 +71,60 @@ class Classifier:
         await self.holder.probe(self.classify, self.health_timeout_s)
 
 
-def predictor_loader(cfg: ServeConfig) -> Callable[[], Predictor]:
-    """What a replica calls to build its predictor: the task's, for what the folder holds (picklable)."""
-    return task_of_model_dir(cfg.model_dir).predictor_loader(cfg)
+@serve.deployment(name=LLM_DEPLOYMENT)
+@serve.ingress()
+class ChatLM:
+    """One replica of the OpenAI-compatible API: an LLMHolder (a ChatModel with its adapters and the scheduler
+    that decodes every request of the replica in one continuous batch) and the FastAPI app over it."""
+
+    def __init__(self, load: Callable[[], Any], max_batch_size: int, batch_wait_s: float, max_tokens: int,
+                 max_body_bytes: int, retry_after_s: int, health_timeout_s: float):
+        self.holder = LLMHolder(load, max_batch_size, batch_wait_s).start()
+        self.limits = dict(max_tokens=max_tokens, max_body_bytes=max_body_bytes, retry_after_s=retry_after_s)
+        self.health_timeout_s = health_timeout_s
+
+    def __serve_build_asgi_app__(self):
+        return build_llm_app(self.holder, **self.limits)
+
+    async def check_health(self) -> None:
+        await self.holder.probe_decoding(self.health_timeout_s)
 
 
-def build_application(cfg: ServeConfig, load: Optional[Callable[[], Predictor]] = None):
-    """The Serve application for `cfg` (`load` replaces the predictor loader, e.g. a slow one in a test)."""
-    deployment = Classifier.options(
-        num_replicas=cfg.replicas, max_ongoing_requests=cfg.ongoing, max_queued_requests=cfg.max_queued,
-        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
-        health_check_period_s=cfg.health_period_s, health_check_timeout_s=cfg.health_timeout_s + HEALTH_MARGIN_S,
-        ray_actor_options={"num_cpus": cfg.replica_cpus})
-    return deployment.bind(load or predictor_loader(cfg), cfg.max_batch_size, cfg.batch_wait_ms / 1000.0,
-                           cfg.max_texts, cfg.max_body_bytes, cfg.retry_after_s, cfg.health_timeout_s)
+def _classifier_app(cfg: ServeConfig, load: Callable[[], Any]):
+    return Classifier.options(**_deployment_options(cfg)).bind(
+        load, cfg.max_batch_size, cfg.batch_wait_ms / 1000.0, cfg.max_texts, cfg.max_body_bytes, cfg.retry_after_s,
+        cfg.health_timeout_s)
+
+
+def _llm_app(cfg: ServeConfig, load: Callable[[], Any]):
+    return ChatLM.options(**_deployment_options(cfg)).bind(
+        load, cfg.max_batch_size, cfg.batch_wait_ms / 1000.0, cfg.max_tokens, cfg.max_body_bytes, cfg.retry_after_s,
+        cfg.health_timeout_s)
+
+
+APPS = {"classify": _classifier_app, "openai": _llm_app}  # by Task.serve_api
+
+
+def _deployment_options(cfg: ServeConfig) -> dict:
+    return dict(num_replicas=cfg.replicas, max_ongoing_requests=cfg.ongoing, max_queued_requests=cfg.max_queued,
+                backpressure_config=BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
+                health_check_period_s=cfg.health_period_s,
+                health_check_timeout_s=cfg.health_timeout_s + HEALTH_MARGIN_S,
+                ray_actor_options={"num_cpus": cfg.replica_cpus, "num_gpus": cfg.replica_gpus})
+
+
+def build_application(cfg: ServeConfig, load: Optional[Callable[[], Any]] = None):
+    """The Serve application for `cfg`: the deployment of the task whose model the folder holds (`load`
+    replaces its predictor loader, e.g. a slow one in a test)."""
+    task = task_of_model_dir(cfg.model_dir)
+    return APPS[task.serve_api](cfg, load or task.predictor_loader(cfg))
 
 
 def app_builder(args: dict):
     """Application builder for Serve config files: `import_path: domainft.distributed.serve:app_builder`,
     `args:` the ServeConfig fields (model_dir required)."""
     cfg = validate_serve(dict(args), "serve config args")
-    task_of_model_dir(cfg.model_dir).check_model_dir(cfg.model_dir, cfg.backend, cfg.variant)
+    task_of_model_dir(cfg.model_dir).check_model_dir(cfg)
     return build_application(cfg)
 
 

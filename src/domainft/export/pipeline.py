@@ -26,7 +26,8 @@ from domainft.export.optimize import optimize_onnx
 from domainft.export.parity import (FP32_TOLERANCE, compare, fp32_parity, int8_failures, random_rows,
                                     torch_runner)
 from domainft.export.quantize import Int8Settings, quantize_int8
-from domainft.export.runtime import META_KEY, VARIANTS, OnnxClassifier, batched_logits, graph_runner, open_session
+from domainft.export.runtime import (META_KEY, VARIANTS, OnnxClassifier, batched_logits, graph_runner, open_session,
+                                     trained_inputs, warn_longer_than_trained)
 from domainft.export.source import Classifier, load_classifier
 from domainft.families import position_limit
 
@@ -36,16 +37,23 @@ RANDOM_CHECK_ROWS = 256
 
 
 def resolve_max_length(clf: Classifier, requested: Optional[int]) -> int:
-    """The longest input the export serves: --max-length, else the tokenizer's limit, capped at the
-    model's position table (and 512 when neither says)."""
+    """The longest input the export (or the torch server) takes: --max-length, else the data.max_length the
+    model was trained at (recorded in its config.json by `domainft train`), else the tokenizer's limit;
+    capped at the model's position table (and 512 when nothing says). An explicit length past the training
+    length is taken, with a warning."""
     limit = position_limit(clf.model.config)
+    trained = trained_inputs(clf.config, clf.model_dir / "config.json").max_length
     if requested is not None:
         if requested < 2:
             raise UserError(f"--max-length must be at least 2, got {requested}")
         if limit and requested > limit:
             raise UserError(f"--max-length {requested} exceeds the model's {limit} positions "
                             f"({clf.model_dir / 'config.json'}: max_position_embeddings)")
+        if trained and requested > trained:
+            warn_longer_than_trained(requested, trained)
         return requested
+    if trained:
+        return min(trained, limit) if limit else trained
     tok = getattr(clf.tokenizer, "model_max_length", None)
     candidates = [x for x in (tok if tok and tok < 100_000 else None, limit) if x]
     return int(min(candidates)) if candidates else 512
@@ -53,7 +61,7 @@ def resolve_max_length(clf: Classifier, requested: Optional[int]) -> int:
 
 def _write_folder(clf: Classifier, out_dir: Path, max_length: int, input_names: list[str]) -> None:
     clf.tokenizer.save_pretrained(out_dir)
-    config = dict(clf.config)
+    config = dict(clf.config)  # as read: id2label and domainft's record of the training inputs come along
     config[META_KEY] = {"max_length": max_length, "inputs": input_names, "outputs": ["logits"], "opset": OPSET,
                         "pad_token_id": clf.tokenizer.pad_token_id or 0, "variants": {}}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -139,7 +147,9 @@ def run_export(model_dir, out_dir, quantize: Optional[str] = None, check: Option
         quantize: None or "int8".
         check: Labelled texts for the int8 (and fp32) agreement and accuracy: a corpus file or a
             prepared split folder. None: int8 agreement on random token rows, accuracy unchecked.
-        max_length: Longest input served (default: the tokenizer's / model's limit).
+        max_length: Longest input served (default: the data.max_length the model was trained at, recorded in
+            its config.json; else the tokenizer's / model's limit). The training record (length, truncation
+            side) is carried into OUT_DIR/config.json.
         trust_remote_code: Allow model code shipped with the checkpoint.
         exporter: "torchscript" or "dynamo".
         int8: Quantisation settings.
@@ -185,6 +195,7 @@ def setup(model_dir, out_dir, quantize: Optional[str], check: Optional[str], max
     report: dict = {
         "model_dir": str(model_dir), "model_type": clf.model.config.model_type, "labels": clf.labels,
         "parameters": sum(p.numel() for p in clf.model.parameters()), "max_length": length,
+        "trained_max_length": trained_inputs(clf.config, model_dir / "config.json").max_length,
         "inputs": input_names, "exporter": exporter, "opset": OPSET,
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__},
         "cpu": cpu_info(), "threads": threads or torch.get_num_threads(), "timings_s": {},
@@ -210,7 +221,7 @@ def check_fp32(job: ExportJob, data) -> None:
     them, and model.onnx's agreement with them."""
     clf, report = job.clf, job.report
     reference = torch_runner(clf.model)
-    fp32 = OnnxClassifier(job.out_dir, "fp32", threads=job.threads)
+    fp32 = OnnxClassifier(job.out_dir, "fp32", max_length=job.max_length, threads=job.threads)
     job.runners = {"torch": reference, "fp32": fp32.run}
     if data is not None:
         job.rows, job.labels = fp32.encode(data.texts), data.labels
@@ -238,7 +249,7 @@ def quantize_and_check(job: ExportJob, int8: Int8Settings, gated: bool) -> None:
     report["timings_s"]["quantize"] = time.perf_counter() - t0
     job.variants.append("int8")
     _set_variants(job.out_dir, job.variants)
-    q = OnnxClassifier(job.out_dir, "int8", threads=job.threads)
+    q = OnnxClassifier(job.out_dir, "int8", max_length=job.max_length, threads=job.threads)
     t0 = time.perf_counter()
     report["int8"]["check"] = compare(job.reference, q.logits_from_ids(job.rows), job.labels)
     report["timings_s"]["int8_check"] = time.perf_counter() - t0

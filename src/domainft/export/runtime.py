@@ -5,22 +5,87 @@ config.json with id2label and an `onnx_export` block). Texts are tokenized like 
 (the fast tokenizer, truncation to max_length, no token type ids: single texts), batched by length
 so that a batch pads little, and fed to the graph by input name. Imports onnxruntime, numpy and
 tokenizers only: this is also the predictor of the serving layer.
+
+A classifier domainft trained records in config.json how its inputs were cut (`trained_inputs`): the
+run's data.max_length and the side prepare truncated on. Serving and export default to both, so that a
+long text is classified from the tokens the model saw in training (no train/serve skew).
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from domainft.data.tokenize import build_encoder, pad_rows
+from domainft.data.labels import MODEL_MARKER
+from domainft.data.tokenize import Encoder, build_encoder, load_tokenizer, pad_rows
 from domainft.errors import UserError
 
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 META_KEY = "onnx_export"  # the block `domainft export` adds to config.json
 
 Runner = Callable[[Mapping[str, np.ndarray]], np.ndarray]  # one padded batch by input name -> logits
+SIDES = ("right", "left")
+logger = logging.getLogger("domainft.export")
+
+
+@dataclass(frozen=True)
+class TrainedInputs:
+    """How a domainft classifier's training cut its texts, from config.json (None: not recorded)."""
+
+    max_length: Optional[int] = None  # the run's data.max_length
+    truncation_side: Optional[str] = None  # right | left: which end of a long text prepare dropped
+
+
+def trained_inputs(config: Mapping, path: Path) -> TrainedInputs:
+    """The record `domainft train` writes into a `best/` folder's config.json (and `domainft export` carries
+    into its folder). A model from elsewhere, or a folder exported before the record existed, has none.
+
+    Raises:
+        UserError: The record is there but is not a length >= 2 and a side (an edited config.json).
+    """
+    record = config.get(MODEL_MARKER) if isinstance(config, Mapping) else None
+    if not isinstance(record, Mapping):
+        return TrainedInputs()
+    length, side = record.get("max_length"), record.get("truncation_side")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 2):
+        raise UserError(f"{path}: {MODEL_MARKER}.max_length must be a whole number of tokens >= 2, got {length!r}")
+    if side is not None and side not in SIDES:
+        raise UserError(f"{path}: {MODEL_MARKER}.truncation_side must be one of {list(SIDES)}, got {side!r}")
+    return TrainedInputs(length, side)
+
+
+@functools.lru_cache(maxsize=None)  # once per process and length: a replica logs it when it loads
+def warn_longer_than_trained(max_length: int, trained: int) -> None:
+    """Log that texts are cut at `max_length`, past the `trained` tokens the model was trained at."""
+    logger.warning(f"max_length {max_length}: the model was trained at max_length {trained} (its data.max_length); "
+                   f"texts longer than {trained} tokens are classified from tokens it never saw in training, so "
+                   f"answers can differ from its eval scores (leave --max-length out to use {trained})")
+
+
+def side_encoder(spec: dict, max_length: int, side: Optional[str]) -> Encoder:
+    """prepare's encoder (data.tokenize.build_encoder: special tokens, truncation to max_length, no padding),
+    truncating on `side` (None: as build_encoder does, right for a fast tokenizer)."""
+    if side is None or (side == "right" and "tokenizer_json" in spec):
+        return build_encoder(spec, max_length)  # the very encoder prepare ran
+    if side not in SIDES:
+        raise ValueError(f"truncation side must be one of {SIDES}, got {side!r}")
+    if "tokenizer_json" in spec:
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_str(spec["tokenizer_json"])
+        fast.enable_truncation(max_length, direction=side)
+        fast.no_padding()  # a tokenizer.json may pad (MiniLM's does): batches are padded later
+        encode = getattr(fast, "encode_batch_fast", fast.encode_batch)
+        return lambda texts: [e.ids for e in encode(texts)]
+    slow = load_tokenizer(spec["name_or_path"], spec["revision"], spec["trust_remote_code"])
+    slow.truncation_side = side
+    return lambda texts: slow(texts, truncation=True, max_length=max_length, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
 
 def session_options(threads: Optional[int] = None):
@@ -110,6 +175,8 @@ class OnnxClassifier:
     Attributes:
         labels: Class names, index = logit column.
         max_length: Tokens per text after truncation (special tokens included).
+        truncation_side: Which end of a longer text is dropped: right or left.
+        trained: What training recorded about its inputs (TrainedInputs; empty for other models).
         variant: "fp32" or "int8".
         input_names: The graph's inputs (fed by name).
     """
@@ -119,12 +186,14 @@ class OnnxClassifier:
         """Args:
             folder: A `domainft export` OUT_DIR.
             variant: "fp32" (model.onnx) or "int8" (model.int8.onnx).
-            max_length: Truncate texts to this many tokens (default: the export's max length).
+            max_length: Truncate texts to this many tokens (default: the length the model was trained at when
+                config.json records it, within the export's max length; else the export's max length). Longer
+                than the training length: a warning is logged.
             batch_size: Texts per forward pass.
             threads: ONNX Runtime intra-op threads (default: one per physical core).
 
         Raises:
-            UserError: Not an export folder, or the variant was not exported.
+            UserError: Not an export folder, the variant was not exported, or max_length exceeds the export's.
         """
         if variant not in VARIANTS:
             raise UserError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
@@ -140,14 +209,20 @@ class OnnxClassifier:
             raise UserError(f"{tokenizer_json}: not found; the export folder needs its fast tokenizer")
         self.variant, self.batch_size = variant, batch_size
         self.labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        self.max_length = int(max_length or meta["max_length"])
-        if self.max_length > int(meta["max_length"]):
-            raise UserError(f"max_length {self.max_length} exceeds the exported model's {meta['max_length']}")
+        exported = int(meta["max_length"])
+        self.trained = trained_inputs(config, self.folder / "config.json")
+        self.max_length = int(max_length or min(self.trained.max_length or exported, exported))
+        if self.max_length > exported:
+            raise UserError(f"max_length {self.max_length} exceeds the exported model's {exported}")
+        if max_length and self.trained.max_length and self.max_length > self.trained.max_length:
+            warn_longer_than_trained(self.max_length, self.trained.max_length)
+        self.truncation_side = self.trained.truncation_side or "right"  # tokenizer.json: a fast tokenizer
         self.pad_id = int(meta.get("pad_token_id") or 0)
         self.session = open_session(self.path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.run: Runner = graph_runner(self.session)  # one padded batch by input name -> logits
-        self._encode = build_encoder({"tokenizer_json": tokenizer_json.read_text(encoding="utf-8")}, self.max_length)
+        self._encode = side_encoder({"tokenizer_json": tokenizer_json.read_text(encoding="utf-8")}, self.max_length,
+                                    self.trained.truncation_side)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (special tokens added, truncated to max_length, not padded)."""

@@ -3,7 +3,9 @@ folder) backends. No Ray, no HTTP.
 
 A predictor is loaded once per replica; `predict_proba` takes any number of texts, tokenises them with the
 model's own fast tokenizer truncated to its max length (the encoder `prepare` uses), sorts them by length so a
-forward pass pads little, and returns probabilities in input order. Opening and checking the folders, the
+forward pass pads little, and returns probabilities in input order. The max length and the side a long text is
+cut on default to what training recorded in the folder's config.json (its data.max_length), so that served
+answers are the model's answers at its training length. Opening and checking the folders, the
 batching by length and the ONNX runner are domainft.export's (source, runtime); the torch backend runs the
 same batches through PyTorch on the CPU.
 """
@@ -29,6 +31,8 @@ class Predictor(Protocol):
     backend: str            # torch | onnx
     variant: str            # fp32 | int8
     max_length: int         # tokens per text after truncation
+    truncation_side: str    # right | left: which end of a longer text is dropped
+    trained_max_length: Optional[int]  # the data.max_length the model was trained at (None: not recorded)
     weights_sha256: str     # content hash of the weight file(s)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -72,12 +76,16 @@ def check_model_dir(folder, backend: str = "torch", variant: str = "fp32") -> li
     folder = Path(folder)
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
+    from domainft.export.runtime import trained_inputs
+
     if backend == "torch":
-        from domainft.export.source import check_weights, classifier_labels
+        from domainft.export.source import check_weights, labels_in_order, read_classifier_config
 
         if variant != "fp32":
             raise UserError(f"--variant {variant} needs --backend onnx (a `domainft export --quantize int8` folder)")
-        labels = classifier_labels(folder)
+        config = read_classifier_config(folder)
+        labels = labels_in_order(config, folder / "config.json")
+        trained_inputs(config, folder / "config.json")  # an edited training record: refused before anything starts
         check_weights(folder)
         if not any((folder / f).is_file() for f in TOKENIZER_FILES):
             raise UserError(f"{folder}: no tokenizer (tokenizer.json or vocab files); save the model with its "
@@ -90,7 +98,9 @@ def check_model_dir(folder, backend: str = "torch", variant: str = "fp32") -> li
         raise UserError(f"--variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder (--backend onnx serves a `domainft export` OUT_DIR)")
-    labels = labels_in_order(read_export_config(folder), folder / "config.json")
+    config = read_export_config(folder)
+    labels = labels_in_order(config, folder / "config.json")
+    trained_inputs(config, folder / "config.json")
     graph = _onnx_files(folder, variant)[0]
     if not graph.is_file():
         raise UserError(f"{graph}: not found" + (" (export with --quantize int8)" if variant == "int8" else ""))
@@ -108,7 +118,9 @@ class TorchPredictor:
                  trust_remote_code: bool = False):
         """Args:
             folder: A `best/` folder: config.json with id2label, model.safetensors, the tokenizer.
-            max_length: Truncate texts to this many tokens (default: the model's limit).
+            max_length: Truncate texts to this many tokens (default: the data.max_length the model was trained
+                at, recorded in config.json by `domainft train`; else the model's limit). Longer than the
+                training length: a warning is logged.
             batch_size: Texts per forward pass.
             threads: torch intra-op threads (default: torch's, one per core).
             trust_remote_code: Allow model code shipped with the checkpoint (off by default).
@@ -118,9 +130,11 @@ class TorchPredictor:
         """
         import torch
 
-        from domainft.data.tokenize import build_encoder, encoder_spec
+        from domainft.core.export import truncation_side
+        from domainft.data.tokenize import encoder_spec
         from domainft.export.parity import torch_runner
         from domainft.export.pipeline import resolve_max_length
+        from domainft.export.runtime import side_encoder, trained_inputs
         from domainft.export.source import check_weights, load_classifier
 
         if threads:
@@ -128,10 +142,15 @@ class TorchPredictor:
         self.folder = Path(folder)
         clf = load_classifier(self.folder, trust_remote_code=trust_remote_code)  # safetensors only, checked
         self.labels, self.batch_size = clf.labels, batch_size
-        self.max_length = resolve_max_length(clf, max_length)
+        trained = trained_inputs(clf.config, self.folder / "config.json")
+        self.max_length = resolve_max_length(clf, max_length)  # warns past the training length
+        self.trained_max_length = trained.max_length
+        # Not recorded (a folder from before the record, or from elsewhere): the side prepare's encoder takes.
+        self.truncation_side = trained.truncation_side or truncation_side(clf.tokenizer)
         self.pad_id = int(clf.tokenizer.pad_token_id or 0)
         self.run = torch_runner(clf.model)  # one padded batch by input name -> logits
-        self.encode = build_encoder(encoder_spec(clf.tokenizer, str(self.folder)), self.max_length)
+        self.encode = side_encoder(encoder_spec(clf.tokenizer, str(self.folder)), self.max_length,
+                                   trained.truncation_side)
         self.name = model_name(self.folder)
         self.weights_sha256 = weights_sha256(check_weights(self.folder))
 
@@ -157,6 +176,8 @@ class OnnxPredictor:
         self.classifier = OnnxClassifier(self.folder, variant, max_length=max_length, batch_size=batch_size,
                                          threads=threads)
         self.variant, self.labels, self.max_length = variant, self.classifier.labels, self.classifier.max_length
+        self.truncation_side = self.classifier.truncation_side
+        self.trained_max_length = self.classifier.trained.max_length
         self.name = model_name(self.folder)
         self.weights_sha256 = weights_sha256(_onnx_files(self.folder, variant))
 

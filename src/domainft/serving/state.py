@@ -51,13 +51,16 @@ class ModelHolder:
     def _load_and_warm(self) -> None:
         try:
             predictor = self._load()
-            predictor.predict_proba([PROBE_TEXT])  # first forward: allocations, kernels, lazy init
+            self._warm(predictor)  # first forward: allocations, kernels, lazy init
         except Exception as e:  # reported by /readyz and the health check, logged with its traceback
             logger.exception("loading the model failed")
             self.state, self.detail = "failed", f"loading the model failed: {type(e).__name__}: {e}"
             return
         self.predictor = predictor
         self.state, self.detail = "ready", ""
+
+    def _warm(self, predictor: Predictor) -> None:
+        predictor.predict_proba([PROBE_TEXT])
 
     @property
     def ready(self) -> bool:
@@ -76,19 +79,31 @@ class ModelHolder:
         Passes while the model is loading; raises when loading failed, when the prediction raises, or
         when it takes longer than `timeout_s` (the replica is wedged). Sets `state` accordingly.
         """
+        async def one_text() -> None:
+            probs = await classify([PROBE_TEXT])
+            if not np.isfinite(probs).all():
+                raise ValueError("non-finite probabilities")
+        await self.probe_with(one_text, timeout_s, "a one-text prediction")
+
+    async def probe_with(self, check: Callable[[], Awaitable[None]], timeout_s: float, what: str,
+                         progressing: Optional[Callable[[float], bool]] = None) -> None:
+        """Run `check` (a request through the serving path) within `timeout_s`, unless the model is still loading;
+        a timeout or an error marks the holder unhealthy, and raises, so that Serve replaces the replica.
+        `progressing(timeout_s)`: True when the model finished work within the last `timeout_s`, in which case a
+        timeout means a busy replica, not a wedged one, and passes."""
         if self.state == "loading":
             return
         if self.state == "failed":
             raise RuntimeError(self.detail)
         try:
-            probs = await asyncio.wait_for(classify([PROBE_TEXT]), timeout_s)
+            await asyncio.wait_for(check(), timeout_s)
         except asyncio.TimeoutError:
-            self.state, self.detail = "unhealthy", f"a one-text prediction took longer than {timeout_s:g} s"
+            if progressing is not None and progressing(timeout_s):
+                self.state, self.detail = "ready", ""
+                return
+            self.state, self.detail = "unhealthy", f"{what} took longer than {timeout_s:g} s"
             raise RuntimeError(f"wedged: {self.detail}") from None
         except Exception as e:
-            self.state, self.detail = "unhealthy", f"a one-text prediction raised {type(e).__name__}: {e}"
+            self.state, self.detail = "unhealthy", f"{what} raised {type(e).__name__}: {e}"
             raise
-        if not np.isfinite(probs).all():
-            self.state, self.detail = "unhealthy", "a one-text prediction gave non-finite probabilities"
-            raise RuntimeError(self.detail)
         self.state, self.detail = "ready", ""

@@ -13,7 +13,8 @@ what a kind of fine-tuning changes:
 - eval: what is accumulated over the eval split and summed across ranks (`evaluator`), the metrics
   made of it, samples generated after it (`sample_eval`), which metric is better higher, and how an
   epoch reads on the console;
-- outputs: what `best/` holds (`export`) and which predictor serves it (`predictor_loader`).
+- outputs: what `best/` holds (`export`), which API and predictor serve it (`serve_api`, `check_model_dir`,
+  `predictor_loader`, `serve_examples`).
 
 `config.task` names the task (`classification` by default); `get_task` is the only place that picks one.
 """
@@ -100,11 +101,17 @@ class Task(Protocol):
         """Write <output_dir>/best/ (and best_adapter/ for an adapter) from the trained fp32 weights.
         Returns {"best_model_dir", "adapter_dir" (or None), "merged"}."""
 
-    def check_model_dir(self, folder: Any, backend: str, variant: str) -> list[str]:
-        """Cheap checks of a folder before serving it (UserError naming the file); returns its labels."""
+    serve_api: str  # which API serves its models: "classify" (/v1/classify) or "openai" (chat completions)
+
+    def check_model_dir(self, serve_cfg: Any) -> list[str]:
+        """Cheap checks of `domainft serve`'s folder and options before Ray starts (UserError naming the file
+        or option); returns what it serves: the labels (classifier) or the model ids (base and adapters)."""
 
     def predictor_loader(self, serve_cfg: Any) -> Callable[[], Any]:
         """What a serving replica calls to build its predictor (picklable)."""
+
+    def serve_examples(self, url: str, served: Sequence[str]) -> list[str]:
+        """Console lines showing how to call the running server."""
 
 
 def _tasks() -> dict[str, Task]:

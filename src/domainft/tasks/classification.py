@@ -60,6 +60,7 @@ class Classification:
     default_head_lr_mult = 10.0  # the new head learns far faster than the pretrained layers (optim.head_lr_mult)
     causal_lm = False
     labelled = True
+    serve_api = "classify"
     min_labels = 2
     token_count = None  # the model's mean loss over equal micro batches (drop_last) is the step's mean
 
@@ -185,25 +186,39 @@ class Classification:
     def export(self, spec: RunSpec, weights: Mapping, trained: Sequence[str]) -> dict:
         """best/ is a plain Hugging Face classifier (full fine-tuning, selective, merged LoRA) or the PEFT
         adapter (prompt / prefix tuning, peft.export: adapter); best_adapter/ holds any adapter. Written
-        on the driver's CPU from the consolidated fp32 weights: no ZeRO gather, whatever the stage."""
+        on the driver's CPU from the consolidated fp32 weights: no ZeRO gather, whatever the stage. A plain
+        classifier's config.json records data.max_length and the truncation side, which `domainft serve`
+        and `domainft export` then default to."""
         from domainft.core.export import export_hf, export_peft
 
-        m, labels = spec.model, spec.data.label_names
+        m, labels, length = spec.model, spec.data.label_names, spec.data.max_length
         best_dir = str(Path(spec.output_dir) / "best")
         if not m.peft.adapter:
             export_hf(weights, m.name_or_path, labels, m.name_or_path, best_dir, trust_remote_code=m.trust_remote_code,
-                      revision=m.revision, required=trained)
+                      revision=m.revision, required=trained, max_length=length)
             return {"best_model_dir": best_dir, "adapter_dir": None, "merged": True}
         adapter_dir = str(Path(spec.output_dir) / "best_adapter")
         out = export_peft(weights, m.name_or_path, labels, m.peft, m.name_or_path, best_dir, adapter_dir,
                           trust_remote_code=m.trust_remote_code, revision=m.revision, required=trained,
-                          merge=m.peft.mergeable and m.peft_export != "adapter")
+                          merge=m.peft.mergeable and m.peft_export != "adapter", max_length=length)
         return {"best_model_dir": best_dir, "adapter_dir": adapter_dir, "merged": out["merged"]}
 
-    def check_model_dir(self, folder: Any, backend: str, variant: str) -> list[str]:
+    def check_model_dir(self, serve_cfg: Any) -> list[str]:
+        from domainft.errors import UserError
         from domainft.serving.predictors import check_model_dir
 
-        return check_model_dir(folder, backend, variant)
+        c = serve_cfg
+        if c.backend in ("transformers", "vllm"):
+            raise UserError(f"--backend {c.backend} serves causal LMs; {c.model_dir} is a classifier (backend torch "
+                            f"or onnx)")
+        if c.llm_options_set:
+            raise UserError(f"{c.model_dir} is a classifier; {', '.join(c.llm_options_set)} apply to causal LMs "
+                            f"(the OpenAI-compatible API)")
+        return check_model_dir(c.model_dir, c.backend or "torch", c.variant)
+
+    def serve_examples(self, url: str, served: Sequence[str]) -> list[str]:
+        return [f"  classify:  curl -s -X POST {url}/v1/classify -H 'Content-Type: application/json' "
+                f"-d '{{\"texts\": [\"Shares rose after the results.\"]}}'"]
 
     def predictor_loader(self, serve_cfg: Any) -> Callable[[], Any]:
         import functools
@@ -211,7 +226,7 @@ class Classification:
         from domainft.serving.predictors import load_predictor
 
         c = serve_cfg
-        return functools.partial(load_predictor, c.model_dir, c.backend, c.variant, max_length=c.max_length,
+        return functools.partial(load_predictor, c.model_dir, c.backend or "torch", c.variant, max_length=c.max_length,
                                  batch_size=c.max_batch_size, threads=c.intra_op_threads,
                                  trust_remote_code=c.trust_remote_code)
 

@@ -36,6 +36,7 @@ class SFT:
     default_head_lr_mult = 1.0  # the head is the pretrained LM head, not a new one
     causal_lm = True
     labelled = False
+    serve_api = "openai"
     min_labels = 0
 
     @staticmethod
@@ -210,14 +211,24 @@ class SFT:
                                inference={"task": "sft", "max_length": d.max_length})
         return {"best_model_dir": out["best"], "adapter_dir": out["adapter"], "merged": True}
 
-    def check_model_dir(self, folder: Any, backend: str, variant: str) -> list[str]:
-        from domainft.errors import UserError
+    def check_model_dir(self, serve_cfg: Any) -> list[str]:
+        from domainft.serving.llm.model import check_serving
 
-        raise UserError(f"{folder}: a causal LM (task sft); `domainft serve` serves classifiers so far. Generate "
-                        f"answers in batch with `domainft generate {folder} --prompts FILE`")
+        return check_serving(serve_cfg)
 
     def predictor_loader(self, serve_cfg: Any) -> Callable[[], Any]:
-        raise NotImplementedError("serving causal LMs")
+        from domainft.serving.llm.loaders import model_loader
+
+        return model_loader(serve_cfg)
+
+    def serve_examples(self, url: str, served: Sequence[str]) -> list[str]:
+        from domainft.serving.llm.model import backend_list
+
+        body = json.dumps({"model": served[0], "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64})
+        return [f"  chat:      curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'",
+                f"  openai:    OpenAI(base_url=\"{url}/v1\", api_key=\"unused\").chat.completions.create("
+                f"model=\"{served[0]}\", messages=[...])",
+                f"  backends on this machine: {backend_list()}"]
 
 
 def _decoder_problems(cfg: Config) -> list[str]:

@@ -96,3 +96,28 @@ def test_pickled_weights_are_never_loaded(tmp_path, minilm_path, make_model):
     torch.save(model.state_dict(), src / "pytorch_model.bin")
     with pytest.raises(OSError, match="safetensors"):
         export_hf(dict(model.named_parameters()), str(src), LABELS, str(minilm_path), tmp_path / "best")
+
+
+def test_export_records_the_training_length_and_side(tmp_path, source_dir, minilm_path, make_model):
+    """best/ says how training cut its texts (serving and `domainft export` default to it); its tokenizer still
+    says 512, the pretrained limit, which is what a server used before."""
+    trained = dict(_trained(make_model).named_parameters())
+    out = export_hf(trained, str(source_dir), LABELS, str(minilm_path), tmp_path / "best", max_length=24)
+    config = json.loads((out / "config.json").read_text())
+    assert config["domainft"] == {"label_names": LABELS, "max_length": 24, "truncation_side": "right"}
+    assert AutoTokenizer.from_pretrained(out).model_max_length == 512
+    plain = export_hf(trained, str(source_dir), LABELS, str(minilm_path), tmp_path / "plain")  # no length given
+    assert json.loads((plain / "config.json").read_text())["domainft"] == {"label_names": LABELS}
+
+
+def test_recorded_side_is_the_side_prepare_cuts(tmp_path, minilm_path):
+    """prepare's encoder rebuilds a fast tokenizer with `tokenizers` and cuts on the right, whatever the
+    tokenizer's own truncation_side says: that is the side recorded."""
+    from domainft.core.export import truncation_side
+    from domainft.data.tokenize import build_encoder, encoder_spec
+
+    tok = AutoTokenizer.from_pretrained(minilm_path, truncation_side="left")
+    text = " ".join(f"w{i}" for i in range(40))
+    right = AutoTokenizer.from_pretrained(minilm_path)(text, truncation=True, max_length=10)["input_ids"]
+    assert build_encoder(encoder_spec(tok, str(minilm_path)), 10)([text]) == [right]
+    assert truncation_side(tok) == "right"

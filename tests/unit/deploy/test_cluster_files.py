@@ -163,3 +163,42 @@ def test_serve_config_file_is_valid_for_ray_serve_and_domainft():
     in_k8s = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
     assert in_k8s.applications[0].import_path == BUILDER
     assert validate_serve(in_k8s.applications[0].args).model_dir == cfg.model_dir
+
+
+# Each Serve config file in cluster/, and the k8s/base RayService that carries the same application.
+SERVE_FILES = {"serve.yaml": "rayservice.yaml", "serve_llm.yaml": "rayservice-llm.yaml"}
+
+
+def test_every_cluster_yaml_is_checked():
+    """Every YAML file in cluster/ is read by a test here: a new Serve config file joins SERVE_FILES."""
+    found = {p.name for p in [*CLUSTER.glob("*.yaml"), *CLUSTER.glob("*.yml")]}
+    assert found == {"cluster.yaml", "runtime_env.yaml", *SERVE_FILES}
+
+
+@pytest.mark.parametrize("name", sorted(SERVE_FILES))
+def test_serve_config_files_match_their_rayservice(name):
+    """Each Serve config file parses with Ray Serve's schema, its args are valid `domainft serve` options with
+    every folder on the shared volume, and the RayService serves the same model and adapters."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from domainft.config.serve import validate_serve
+    from domainft.deploy.rayservices import BUILDER
+
+    schema = ServeDeploySchema.model_validate(yaml.safe_load((CLUSTER / name).read_text()))
+    (app,) = schema.applications
+    assert app.import_path == BUILDER and schema.http_options.host == "0.0.0.0"
+    cfg = validate_serve(app.args, name)
+    assert all(d.startswith("/mnt/shared/") for d in [cfg.model_dir, *cfg.adapters.values()])
+    service = yaml.safe_load((ROOT / "k8s" / "base" / SERVE_FILES[name]).read_text())
+    (in_k8s,) = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"])).applications
+    k8s_cfg = validate_serve(in_k8s.args, SERVE_FILES[name])
+    assert (k8s_cfg.model_dir, k8s_cfg.adapters, k8s_cfg.backend) == (cfg.model_dir, cfg.adapters, cfg.backend)
+
+
+def test_llm_serve_config_file_is_a_base_with_adapters_on_gpus():
+    from domainft.config.serve import validate_serve
+
+    (app,) = yaml.safe_load((CLUSTER / "serve_llm.yaml").read_text())["applications"]
+    cfg = validate_serve(app["args"])
+    assert cfg.backend in ("transformers", "vllm") and cfg.replica_gpus >= 1 and len(cfg.adapters) >= 1
+    assert cfg.max_tokens < (cfg.max_model_len or 0)  # room for a prompt (`domainft serve` refuses less)

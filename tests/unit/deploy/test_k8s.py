@@ -101,6 +101,10 @@ def test_checks_see_what_kubectl_kustomize_prints(overlay, tag):
     assert (job.file, job.index) == (K8S / "base" / "rayjob-train.yaml", 0)
     volumes = at(job.obj, *HEAD, "volumes")
     assert volumes[1]["configMap"]["name"] == cm.obj["metadata"]["name"]  # kustomizeconfig.yaml's nameReference
+    llm = where[("RayService", "domainft-llm")]
+    assert (llm.file, llm.index) == (K8S / "base" / "rayservice-llm.yaml", 0)
+    (app,) = yaml.safe_load(llm.obj["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["adapters"] and app["args"]["replica_gpus"] == (1 if overlay == "gpu" else 0)
     text = yaml.safe_dump_all(objs)
     assert ("nvidia.com/gpu" in text) == (overlay == "gpu")
     images = {line.split("image:")[1].strip() for line in text.splitlines() if "image:" in line}
@@ -495,7 +499,7 @@ def test_rayservice_serve_config_is_validated_like_domainft_serve(tree):
                      "pod and the Serve Service cannot reach it; use 0.0.0.0"),
                     (f"{args}.max_batch_size", "Input should be greater than or equal to 1"),
                     (f"{args}.batch_size", "unknown key"),
-                    (f"{args}.backend", "Input should be 'torch' or 'onnx'")}
+                    (f"{args}.backend", "Input should be 'torch', 'onnx', 'transformers' or 'vllm'")}
 
     def unmounted_model(svc):
         config = yaml.safe_load(svc["spec"]["serveConfigV2"])
@@ -503,9 +507,11 @@ def test_rayservice_serve_config_is_validated_like_domainft_serve(tree):
         svc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
     shutil.copy(K8S / SERVICE, tree / SERVICE)
     edit(tree, SERVICE, unmounted_model)
-    (hit,) = only(validate(tree / "base"), file=SERVICE)
-    assert hit.path == args and hit.message.startswith("model_dir: /models/best is on no volume mounted in the "
-                                                       "worker group 'serve' pods")
+    hits = only(validate(tree / "base"), file=SERVICE)
+    assert {h.path for h in hits} == {args}
+    assert sorted(h.message.split(": it would")[0] for h in hits) == [
+        "model_dir: /models/best is on no volume mounted in the head pods",  # it builds the app, reading the folder
+        "model_dir: /models/best is on no volume mounted in the worker group 'serve' pods"]
     edit(tree, SERVICE, lambda svc: svc["spec"].update(serveConfigV2="applications: [\n"))
     (hit,) = only(validate(tree / "base"), file=SERVICE)
     assert hit.path == "spec.serveConfigV2" and hit.message.startswith("not valid YAML")

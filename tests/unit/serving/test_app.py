@@ -69,10 +69,11 @@ def test_models_health_ready_and_docs(app, predictor, tiny_classifier_dir):
 
     info = models.json()
     assert info == {"name": "tiny_classifier0/best", "labels": ["business", "sport", "tech"], "backend": "torch",
-                    "variant": "fp32", "max_length": 128, "max_texts": MAX_TEXTS, "max_body_bytes": MAX_BODY,
+                    "variant": "fp32", "max_length": 128, "truncation_side": "right", "trained_max_length": None,
+                    "max_texts": MAX_TEXTS, "max_body_bytes": MAX_BODY,
                     "weights_sha256": hashlib.sha256((tiny_classifier_dir / "model.safetensors").read_bytes()).hexdigest()}
     assert health.json() == {"status": "alive", "detail": ""} and ready.json()["status"] == "ready"
-    assert docs.status_code == 200 and "/v1/classify" in schema.json()["paths"]
+    assert docs.status_code == 200 and {"/v1/classify", "/"} <= set(schema.json()["paths"])
 
 
 BAD = bad_requests(MAX_TEXTS, MAX_BODY)
@@ -171,3 +172,94 @@ def test_probe_catches_a_wedged_prediction_path(predictor):
     assert ready.status_code == 503 and ready.json()["status"] == "unhealthy"
     asyncio.run(holder.probe(holder.predict, 10.0))  # it answers again: ready again
     assert holder.ready
+
+
+# -- the Hugging Face text-classification dialect (POST /) ------------------------------------------------------
+
+def _ranked(predictor, probs: np.ndarray, top_k=None) -> list[list[tuple[str, float]]]:
+    """What the dialect must answer: per text, (label, probability) most probable first."""
+    return [sorted(zip(predictor.labels, row.tolist()), key=lambda x: -x[1])[:top_k] for row in probs]
+
+
+def test_hugging_face_dialect_ranks_the_models_probabilities(app, predictor):
+    many, one, top, empty_params, softmax = run(
+        app, ("POST", "/", {"json": {"inputs": TEXTS}}), ("POST", "/", {"json": {"inputs": TEXTS[0]}}),
+        ("POST", "/", {"json": {"inputs": TEXTS, "parameters": {"top_k": 2}}}),
+        ("POST", "/", {"json": {"inputs": TEXTS[1], "parameters": {}}}),  # what a client sends without parameters
+        ("POST", "/", {"json": {"inputs": [TEXTS[1]], "parameters": {"function_to_apply": "softmax", "top_k": 9}}}))
+    direct = predictor.predict_proba(TEXTS)
+    for r, expected in ((many, _ranked(predictor, direct)), (one, _ranked(predictor, direct[:1])),
+                        (top, _ranked(predictor, direct, 2)), (empty_params, _ranked(predictor, direct[1:2])),
+                        (softmax, _ranked(predictor, direct[1:2]))):
+        assert r.status_code == 200, r.text
+        got = r.json()  # a list per input, even for one text: the client reads element 0
+        assert [[p["label"] for p in row] for row in got] == [[k for k, _ in row] for row in expected]
+        np.testing.assert_allclose([[p["score"] for p in row] for row in got], [[v for _, v in row] for row in expected],
+                                   atol=1e-6)
+
+
+def test_hugging_face_client_reads_the_answer(app, predictor):
+    """huggingface_hub's InferenceClient, given this server as its base_url, against the ASGI app (its HTTP
+    session is a Starlette test client: no socket, and no other host it could reach)."""
+    from huggingface_hub import InferenceClient
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+    from starlette.testclient import TestClient
+
+    set_client_factory(lambda: TestClient(app))
+    try:
+        client = InferenceClient(base_url="http://testserver")
+        ranked = client.text_classification(TEXTS[3])
+        two = client.text_classification(TEXTS[0], top_k=2)
+        with pytest.raises(HfHubHTTPError, match="function_to_apply: 'sigmoid' is not served"):
+            client.text_classification(TEXTS[0], function_to_apply="sigmoid")
+    finally:
+        set_client_factory(default_client_factory)
+    expected = _ranked(predictor, predictor.predict_proba([TEXTS[3], TEXTS[0]]))
+    assert [e.label for e in ranked] == [k for k, _ in expected[0]] and len(two) == 2
+    np.testing.assert_allclose([e.score for e in ranked], [v for _, v in expected[0]], atol=1e-6)
+    assert [(e.label, pytest.approx(e.score, abs=1e-6)) for e in two] == expected[1][:2]
+
+
+HF_BAD = [
+    ("invalid JSON", {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}}, 400,
+     "not valid JSON"),
+    ("not JSON", {"content": b"inputs=a", "headers": {"content-type": "text/plain"}}, 415, "Content-Type"),
+    ("no inputs", {"json": {"parameters": {"top_k": 1}}}, 422, "inputs: Field required"),
+    ("a number for inputs", {"json": {"inputs": 3}}, 422, "inputs: must be a text or a list of texts"),
+    ("a number in the list", {"json": {"inputs": ["a", 3]}}, 422, "inputs[1]"),
+    ("empty list", {"json": {"inputs": []}}, 422, "at least 1"),
+    ("blank text", {"json": {"inputs": "  "}}, 422, "whitespace-only text at index 0"),
+    ("unknown field", {"json": {"inputs": "a", "options": {}}}, 422, "options: unknown field"),
+    ("unknown parameter", {"json": {"inputs": "a", "parameters": {"truncate": 9}}}, 422,
+     "parameters.truncate: unknown field"),
+    ("top_k 0", {"json": {"inputs": "a", "parameters": {"top_k": 0}}}, 422, "parameters.top_k"),
+    ("top_k a text", {"json": {"inputs": "a", "parameters": {"top_k": "2"}}}, 422, "parameters.top_k"),
+    ("unknown function", {"json": {"inputs": "a", "parameters": {"function_to_apply": "relu"}}}, 422,
+     "parameters.function_to_apply"),
+    ("logits asked for", {"json": {"inputs": "a", "parameters": {"function_to_apply": "none"}}}, 422,
+     "'none' is not served"),
+    ("too many texts", {"json": {"inputs": ["a"] * (MAX_TEXTS + 1)}}, 422, f"limit of {MAX_TEXTS}"),
+    ("body over the limit", {"json": {"inputs": "x" * MAX_BODY}}, 413, "Too Large"),
+]
+
+
+@pytest.mark.parametrize("what,kwargs,status,words", HF_BAD, ids=[b[0] for b in HF_BAD])
+def test_hugging_face_bad_input_gets_its_4xx_with_the_detail_as_error(app, what, kwargs, status, words):
+    bad, good = run(app, ("POST", "/", kwargs), ("POST", "/", {"json": {"inputs": "fine"}}))
+    assert bad.status_code == status, (what, bad.text)
+    assert words in bad.text, bad.text
+    if status != 413:  # refused by the body limit before any route is chosen
+        body = bad.json()
+        assert body["error"] == body["detail"] and "\n" not in body["detail"]
+    assert good.status_code == 200
+
+
+def test_hugging_face_route_says_503_while_loading(predictor):
+    gate = threading.Event()
+    holder = ModelHolder(lambda: gate.wait(30) and predictor).start()
+    (r,) = run(build_app(holder, retry_after_s=3), ("POST", "/", {"json": {"inputs": "a"}}))
+    gate.set()
+    assert r.status_code == 503 and r.headers["retry-after"] == "3" and "loading" in r.json()["error"]
+    wait(holder)

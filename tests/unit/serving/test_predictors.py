@@ -44,6 +44,43 @@ def test_truncation_to_max_length(predictor, tiny_classifier_dir):
         load_predictor(tiny_classifier_dir, "torch", max_length=129)
 
 
+def _with_record(src, dest, **record):
+    """A copy of the folder whose config.json holds the training record `domainft train` writes."""
+    shutil.copytree(src, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config["domainft"] = {"label_names": [config["id2label"][str(i)] for i in range(len(config["id2label"]))],
+                          **record}
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def test_the_recorded_training_length_and_side_are_the_default(predictor, tiny_classifier_dir, tmp_path, caplog):
+    from transformers import AutoTokenizer
+
+    from domainft.export.runtime import warn_longer_than_trained
+
+    assert (predictor.max_length, predictor.truncation_side, predictor.trained_max_length) == (128, "right", None)
+    d = _with_record(tiny_classifier_dir, tmp_path / "best", max_length=16, truncation_side="left")
+    served = load_predictor(d, "torch", threads=1)
+    assert (served.max_length, served.truncation_side, served.trained_max_length) == (16, "left", 16)
+    text = " ".join(f"w{i}" for i in range(60))
+    left, right = (AutoTokenizer.from_pretrained(d, truncation_side=side)(text, truncation=True, max_length=16)
+                   ["input_ids"] for side in ("left", "right"))
+    assert served.encode([text]) == [left] and left != right  # the end of the text is kept
+
+    warn_longer_than_trained.cache_clear()
+    with caplog.at_level("WARNING", logger="domainft.export"):
+        assert load_predictor(d, "torch", max_length=12).max_length == 12  # an explicit length still wins
+        assert not caplog.records
+        longer = load_predictor(d, "torch", max_length=64)
+    assert longer.max_length == 64 and len(longer.encode([text])[0]) == 64
+    assert "the model was trained at max_length 16" in caplog.text
+
+    bad = _with_record(tiny_classifier_dir, tmp_path / "bad", max_length="long")
+    with pytest.raises(UserError, match="domainft.max_length must be a whole number"):
+        check_model_dir(bad)  # before anything starts
+
+
 def test_weights_hash_is_the_files_sha256(predictor, tiny_classifier_dir, tmp_path):
     weights = tiny_classifier_dir / "model.safetensors"
     assert predictor.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -114,6 +151,21 @@ def test_onnx_predictor_is_the_export_runner(exported, predictor):
         assert onnx.weights_sha256 == hashlib.sha256(graph.read_bytes()).hexdigest()
     fp32 = load_predictor(exported, "onnx", "fp32", threads=1)
     np.testing.assert_allclose(fp32.predict_proba(texts), predictor.predict_proba(texts), atol=1e-4)
+
+
+def test_onnx_predictor_takes_the_record_the_export_carried(tiny_classifier_dir, tmp_path):
+    """A folder exported from a recorded best/ (its config.json carried along, `domainft export`), served."""
+    from domainft.export.pipeline import run_export
+
+    src = _with_record(tiny_classifier_dir, tmp_path / "best", max_length=20, truncation_side="right")
+    out = tmp_path / "onnx"
+    run_export(src, out, threads=1)
+    onnx = load_predictor(out, "onnx", threads=1)
+    assert (onnx.max_length, onnx.truncation_side, onnx.trained_max_length) == (20, "right", 20)
+    torch_side = load_predictor(src, "torch", threads=1)
+    texts = ["word " * 300, "short"]
+    assert onnx.classifier.encode(texts) == torch_side.encode(texts) and len(torch_side.encode(texts)[0]) == 20
+    np.testing.assert_allclose(onnx.predict_proba(texts), torch_side.predict_proba(texts), atol=1e-4)
 
 
 def test_onnx_folders_are_checked(exported, tiny_classifier_dir, tmp_path):

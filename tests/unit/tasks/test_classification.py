@@ -3,10 +3,12 @@ import json
 import typing
 
 import pyarrow as pa
+import pytest
 import torch
 
 from domainft.config.schema import Config
 from domainft.core.loop import evaluate
+from domainft.errors import UserError
 from domainft.tasks import get_task, task_names, task_of_model_dir
 from domainft.tasks.classification import ClassificationEval
 
@@ -56,5 +58,11 @@ def test_the_task_of_a_model_folder_comes_from_its_architecture(tmp_path, tiny_c
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
     assert task_of_model_dir(tmp_path).name == "classification"  # none matches: the default, whose checks explain
     assert task_of_model_dir(tmp_path / "missing").name == "classification"
-    assert get_task("classification").check_model_dir(tiny_classifier_dir, "torch", "fp32") == ["business", "sport",
-                                                                                               "tech"]
+    from domainft.config.serve import ServeConfig
+
+    clf = get_task("classification")
+    assert clf.check_model_dir(ServeConfig(model_dir=str(tiny_classifier_dir))) == ["business", "sport", "tech"]
+    for options, words in (({"backend": "transformers"}, "serves causal LMs"),
+                           ({"adapters": {"a": "x"}, "max_tokens": 9}, "adapters, max_tokens apply to causal LMs")):
+        with pytest.raises(UserError, match=words):
+            clf.check_model_dir(ServeConfig(model_dir=str(tiny_classifier_dir), **options))
