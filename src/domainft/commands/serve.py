@@ -19,9 +19,12 @@ def run_serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, addre
     task = task_of_model_dir(cfg.model_dir)
     served = task.check_model_dir(cfg)
     console.setup_logging(str(Path.home() / ".cache" / "domainft" / "serve"))  # logs/domainft.log there
-    signal.signal(signal.SIGTERM, _stop)  # `kill`, a container stop: shut down what was started, as for Ctrl-C
     try:
         with application_on_ray(cfg, host, port, address) as url:
+            # Ctrl-C, `kill`, a container stop: shut down what was started (installed after ray.init, whose own
+            # SIGTERM handler would exit without it)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _stop)
             shown = ", ".join(served[:12]) + (f" and {len(served) - 12} more" if len(served) > 12 else "")
             print(f"loading {cfg.model_dir} (task {task.name}: {shown}) on {cfg.replicas} replica(s) ...", flush=True)
             wait_ready(url)
@@ -37,4 +40,8 @@ def run_serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, addre
 
 
 def _stop(signum, frame) -> None:
+    # Once: a second signal (a terminal's Ctrl-C reaches every process of the group, `timeout` forwards its
+    # own) would interrupt the shutdown, and Ray's excepthook then hangs instead of exiting.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
