@@ -160,3 +160,13 @@ def test_a_request_needs_a_prompt(lm):
     with pytest.raises(ValueError, match="a prompt has no tokens"):
         lm.decoder().add([GenRequest((), 3)])
     assert lm.decoder().step() == {} and lm.decoder().done
+
+
+def test_a_request_cancelled_before_it_joins_never_runs(lm):
+    decoder = lm.decoder()
+    kept, dropped = decoder.add([GenRequest(ids(lm, "a"), 2), GenRequest(ids(lm, "b"), 2)])
+    decoder.cancel(dropped)
+    seen = set()
+    while not decoder.done:
+        seen |= set(decoder.step())
+    assert seen == {kept} and decoder.rows == {}

@@ -1,8 +1,9 @@
 """The OpenAI-compatible API over a causal LM (FastAPI; no Ray): POST /v1/chat/completions, POST /v1/completions,
 GET /v1/models (and /v1/models/{id}), /healthz, /readyz, OpenAPI at /docs.
 
-The app gets an LLMHolder (readiness, the ChatModel) and a `stream` (a GenRequest -> its deltas). Ray Serve passes
-one that batches requests across clients (distributed/serve.py); without it each request decodes on its own.
+The app gets an LLMHolder (readiness, the ChatModel, and the scheduler that decodes every request of the process
+in one continuous batch: `holder.stream`, a GenRequest -> its deltas); Ray Serve runs one per replica
+(distributed/serve.py). A test may pass another `stream`.
 Every error has OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, so OpenAI clients raise their
 usual exceptions: bad JSON, unknown or unsupported fields, bad messages and prompts or answers that do not fit the
 context 400; an unknown model 404 (code model_not_found); a body over the limit 413; not JSON 415; not ready 503
@@ -122,7 +123,7 @@ def build_llm_app(holder: LLMHolder, stream: Optional[Stream] = None, max_tokens
 
     Args:
         holder: the model (started by the caller); the API answers 503 until it is ready.
-        stream: a request -> its deltas (default: `holder.stream`, each request on its own).
+        stream: a request -> its deltas (default: `holder.stream`, the continuous batch).
         max_tokens: most tokens one request may generate, and the default of one that sets none.
         max_body_bytes: largest request body (larger: 413, not read).
         retry_after_s: the Retry-After of a 503.

@@ -198,7 +198,9 @@ class BatchDecoder:
         token for every live row. Returns the Delta of each request that advanced, by id; a request whose
         Delta has a finish reason has left the batch."""
         self._drop([i for i in self.live if self.rows[i].cancelled])
-        self.waiting = [i for i in self.waiting if not self.rows[i].cancelled]
+        for rid in [i for i in self.waiting if self.rows[i].cancelled]:
+            self.waiting.remove(rid)
+            del self.rows[rid]
         if self.waiting:
             rids, self.waiting = self.waiting, []
             if self.device.type == "cuda":  # one padded forward keeps a GPU busy
