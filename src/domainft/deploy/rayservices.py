@@ -3,10 +3,9 @@
 An application whose `import_path` is domainft's builder gets its `args` validated like `domainft serve`'s
 options (ServeConfig). Its `model_dir` and every adapter folder must be on a volume mounted in the head and
 every worker pod: the workers run the replicas, and the head builds the application (Serve's build task
-asks for no CPU, so Ray places it on the node that submits it, the Serve controller's: the head), and the
-builder reads the folders to check them. A path on a
-container's own disk is not there. A replica's `replica_gpus` must fit the GPUs of one pod it can run on, or
-it waits for them forever.
+asks for no CPU, so Ray places it on the node that submits it, the Serve controller's: the head), where the
+builder reads the folders to check them. A path on a container's own disk is not there. A replica's
+`replica_gpus` must fit the GPUs of one pod it can run on, or it waits for them forever.
 """
 from __future__ import annotations
 
