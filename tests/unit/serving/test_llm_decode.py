@@ -170,3 +170,19 @@ def test_a_request_cancelled_before_it_joins_never_runs(lm):
     while not decoder.done:
         seen |= set(decoder.step())
     assert seen == {kept} and decoder.rows == {}
+
+
+def test_each_token_decodes_a_short_window_not_the_whole_answer(lm):
+    tok = lm.tokenizer
+    text = "The court held that the clause applied. " * 20 + "市场上涨了百分之五。"
+    token_ids = tok(text, add_special_tokens=False)["input_ids"]
+    widths = []
+
+    class Counting:  # the tokenizer, recording how many ids each decode call gets
+        def decode(self, ids, **kwargs):
+            widths.append(len(ids))
+            return tok.decode(ids, **kwargs)
+    stream = TextStream(Counting(), ["zzz"])
+    pieces = [stream.push(t) for t in token_ids] + [stream.flush()]
+    assert "".join(pieces) == tok.decode(token_ids) and len(token_ids) > 150
+    assert max(widths) <= 8  # the whole answer would be len(token_ids)

@@ -10,9 +10,9 @@ a row that stops (an end-of-turn / EOS token, a stop string, its max tokens, a c
 once (its cache rows are dropped, and cache columns no row uses any more). Greedy rows pick the argmax,
 which is what `core.generation.generate_ids` gives offline.
 
-Text comes out incrementally (`TextStream`): the generated ids are decoded whole at each step and only text
-that can no longer change is released: not a trailing incomplete UTF-8 character, not a tail that could be
-the start of a stop string.
+Text comes out incrementally (`TextStream`): each token decodes a short window, and only text that can no
+longer change is released: not a trailing incomplete UTF-8 character, not a tail that could be the start of a
+stop string.
 """
 from __future__ import annotations
 
@@ -46,34 +46,48 @@ class Delta:
 
 
 class TextStream:
-    """Incremental detokenization of one answer with stop strings."""
+    """Incremental detokenization of one answer with stop strings.
+
+    Each token decodes a short window, not the whole answer again (that would cost the answer's length per
+    token): the tokens since the text last settled, after the ones before them as context (a SentencePiece
+    token's leading space, a character split over byte tokens), as Hugging Face TGI and vLLM do."""
 
     def __init__(self, tokenizer: Any, stop: Sequence[str] = ()):
         self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
         self.ids: list[int] = []
-        self.sent = 0          # characters of the decoded text released so far
+        self.text = ""         # the answer so far, complete characters only
+        self._prefix = self._read = 0  # ids[_prefix:_read] decode to the end of `text`: the window's context
+        self.sent = 0          # characters of `text` released so far
         self.stopped = False   # a stop string was found; the text ends before it
 
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _extend(self, final: bool = False) -> str:
+        before = self._decode(self.ids[self._prefix:self._read])
+        now = self._decode(self.ids[self._prefix:])
+        # an incomplete UTF-8 character at the end may still change: it waits for the next token (or the end)
+        if len(now) > len(before) and (final or not now.endswith("\ufffd")):
+            self.text += now[len(before):]
+            self._prefix, self._read = self._read, len(self.ids)
+        return self.text
 
     def push(self, token: int) -> str:
         """Add a token; returns the text that is now final (possibly "")."""
         self.ids.append(int(token))
-        text = self._text()
+        text = self._extend()
         if self.stop:
             lo = max(0, self.sent - max(len(s) for s in self.stop))  # a stop string may straddle what was sent
             hits = [k for k in (text.find(s, lo) for s in self.stop) if k >= 0]
             if hits:
                 self.stopped = True
                 return self._release(text[:min(hits)], len(text))
-        safe = len(text.rstrip("\ufffd"))  # an incomplete UTF-8 character at the end may still change
-        held = max((j for s in self.stop for j in range(1, len(s)) if text[:safe].endswith(s[:j])), default=0)
-        return self._release(text, safe - held)
+        held = max((j for s in self.stop for j in range(1, len(s)) if text.endswith(s[:j])), default=0)
+        return self._release(text, len(text) - held)
 
     def flush(self) -> str:
         """The rest of the text (the answer is over)."""
-        return "" if self.stopped else self._release(self._text(), None)
+        return "" if self.stopped else self._release(self._extend(final=True), None)
 
     def _release(self, text: str, upto: Optional[int]) -> str:
         end = len(text) if upto is None else max(self.sent, min(upto, len(text)))
