@@ -180,10 +180,11 @@ def build_llm_app(holder: LLMHolder, stream: Optional[Stream] = None, max_tokens
             raise APIError(400, f"the model's chat template refused these messages: {e}", param="messages") from None
 
     async def collect(request: GenRequest) -> tuple[str, int, str]:
-        text, tokens, reason = "", 0, "stop"
+        pieces, tokens, reason = [], 0, "stop"
         async for d in stream(request):
-            text, tokens, reason = text + d.text, d.tokens, d.finish_reason or reason
-        return text, tokens, reason
+            pieces.append(d.text)
+            tokens, reason = d.tokens, d.finish_reason or reason
+        return "".join(pieces), tokens, reason
 
     async def events(request: GenRequest, chunk, usage_too: bool) -> AsyncIterator[str]:
         """Server-sent events: `chunk(text, finish_reason)` per delta, the usage if asked, then [DONE]."""
